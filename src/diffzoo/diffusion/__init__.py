@@ -1,0 +1,24 @@
+"""Diffusion objectives: the ADM/DiT Gaussian diffusion (DDPM/DDIM, respacing) and rectified flow."""
+from __future__ import annotations
+
+from .gaussian_diffusion import GaussianDiffusion, get_named_beta_schedule
+from .respace import SpacedDiffusion, space_timesteps
+
+
+def create_diffusion(timestep_respacing, noise_schedule: str = "linear", use_kl: bool = False,
+                     sigma_small: bool = False, predict_xstart: bool = False, learn_sigma: bool = True,
+                     rescale_learned_sigmas: bool = False, diffusion_steps: int = 1000) -> SpacedDiffusion:
+    """The official DiT constructor: `create_diffusion("")` for training, `create_diffusion("250")`
+    for the paper's sampler, "ddim50" for DDIM."""
+    if predict_xstart:
+        raise NotImplementedError("x0 prediction is not used by any reproduced paper; epsilon prediction only")
+    betas = get_named_beta_schedule(noise_schedule, diffusion_steps)
+    loss_type = "kl" if use_kl else ("rescaled_mse" if rescale_learned_sigmas else "mse")
+    if timestep_respacing is None or timestep_respacing == "":
+        timestep_respacing = [diffusion_steps]
+    var_type = "learned_range" if learn_sigma else ("fixed_small" if sigma_small else "fixed_large")
+    return SpacedDiffusion(space_timesteps(diffusion_steps, timestep_respacing), betas,
+                           model_var_type=var_type, loss_type=loss_type)
+
+
+__all__ = ["create_diffusion", "GaussianDiffusion", "SpacedDiffusion", "space_timesteps", "get_named_beta_schedule"]

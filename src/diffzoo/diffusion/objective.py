@@ -1,0 +1,66 @@
+"""The training objective of an experiment, one interface for every backbone.
+
+An objective draws its own training times, returns per-sample loss terms, and turns noise into
+samples given a model function. `create_objective(name, **settings)` builds one by name:
+
+- "ddpm": the ADM/DiT Gaussian diffusion (1000 training steps, hybrid loss when the model learns
+  sigma, respaced DDPM or DDIM sampling). The default, as in the DiT, DiS and DiffuSSM papers.
+- "rectified_flow": see rectified_flow.py (DiT-MoE's released checkpoints).
+"""
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+
+from . import create_diffusion
+from .gaussian_diffusion import randn
+
+
+class Objective(Protocol):
+    name: str
+
+    def training_losses(self, model: Callable, x_start: torch.Tensor, model_kwargs: dict,
+                        generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Per-sample loss terms; "loss" is the one to optimise."""
+
+    def sample(self, model_fn: Callable, noise: torch.Tensor, model_kwargs: dict,
+               generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
+        """Samples from `noise` with `model_fn(x, t, **model_kwargs)` (already guided if wanted)."""
+
+
+class DDPMObjective:
+    """Gaussian diffusion: uniform integer t in [0, 1000) for training; `sampling_steps` respaced
+    steps ("250" as in the papers, or "ddimN" with method "ddim") for sampling."""
+
+    name = "ddpm"
+
+    def __init__(self, learn_sigma: bool = True, diffusion_steps: int = 1000, noise_schedule: str = "linear",
+                 sampling_steps: str | int = "250", sampler: str = "ddpm"):
+        self.train_diffusion = create_diffusion("", noise_schedule=noise_schedule, learn_sigma=learn_sigma,
+                                                diffusion_steps=diffusion_steps)
+        self.sample_diffusion = create_diffusion(str(sampling_steps), noise_schedule=noise_schedule,
+                                                 learn_sigma=learn_sigma, diffusion_steps=diffusion_steps)
+        if sampler not in ("ddpm", "ddim"):
+            raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+        self.sampler = sampler
+
+    def training_losses(self, model, x_start, model_kwargs, generator=None):
+        t = torch.randint(0, self.train_diffusion.num_timesteps, (x_start.shape[0],), device=x_start.device,
+                          generator=generator)
+        noise = randn(x_start.shape, generator, x_start.device, x_start.dtype)
+        return self.train_diffusion.training_losses(model, x_start, t, model_kwargs, noise=noise)
+
+    def sample(self, model_fn, noise, model_kwargs, generator=None, progress=False):
+        return self.sample_diffusion.sample_loop(model_fn, noise.shape, noise=noise, model_kwargs=model_kwargs,
+                                                 device=noise.device, method=self.sampler, generator=generator,
+                                                 progress=progress)
+
+
+OBJECTIVES: dict[str, Callable[..., Objective]] = {"ddpm": DDPMObjective}
+
+
+def create_objective(name: str, **settings) -> Objective:
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; allowed: {', '.join(sorted(OBJECTIVES))}")
+    return OBJECTIVES[name](**settings)
