@@ -197,8 +197,13 @@ class Backbone(nn.Module):
     input_size: int
 
     def aux_loss(self) -> torch.Tensor | None:
-        """Extra training loss of the last forward (the MoE balance loss); None for dense models."""
+        """Extra training loss of the last forward (the MoE balance loss); None for dense models.
+        The trainer adds it to the objective's loss as it is (coefficients live in the model)."""
         return None
+
+    def aux_metrics(self) -> dict[str, float]:
+        """Scalars of the last forward worth logging with the training metrics (MoE expert load)."""
+        return {}
 
     def forward_with_cfg(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, cfg_scale: float,
                          guidance: str = "legacy3") -> torch.Tensor:
