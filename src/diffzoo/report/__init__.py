@@ -1,0 +1,1 @@
+"""Paper tables and plots: published rows beside ours."""

@@ -1,0 +1,176 @@
+"""The Gaussian diffusion against values derived here from the DDPM/IDDPM formulas, in float64."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from diffzoo.diffusion import create_diffusion, space_timesteps
+
+T = 1000
+BETAS = np.array([1e-4 + (0.02 - 1e-4) * i / (T - 1) for i in range(T)])  # DDPM's linear schedule
+ABAR = np.array([np.prod(1 - BETAS[: i + 1]) for i in range(T)])
+ATOL = 1e-6
+
+
+def test_linear_schedule_and_cumulative_products():
+    d = create_diffusion("")
+    assert d.num_timesteps == T
+    np.testing.assert_allclose(d.betas, BETAS, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(d.alphas_cumprod, ABAR, rtol=1e-12)
+    np.testing.assert_allclose(d.alphas_cumprod_prev[1:], ABAR[:-1], rtol=1e-12)
+    assert d.alphas_cumprod_prev[0] == 1.0
+
+
+def test_respaced_timesteps_250():
+    kept = sorted(space_timesteps(T, "250"))
+    assert len(kept) == 250
+    assert kept[:4] == [0, 4, 8, 12] and kept[-3:] == [991, 995, 999]
+    # IDDPM: evenly spaced with fractional stride 999/249, rounded half to even (Python's round).
+    assert kept == [round(i * 999 / 249) for i in range(250)]
+    assert sorted(space_timesteps(T, "ddim50")) == list(range(0, 1000, 20))
+    assert sorted(space_timesteps(T, "ddim25")) == list(range(0, 1000, 40))
+
+
+def test_section_counts_split():
+    # Two sections of 50 steps: 10 evenly in [0, 49] and 5 evenly in [50, 99].
+    kept = sorted(space_timesteps(100, "10,5"))
+    first = [round(i * 49 / 9) for i in range(10)]
+    second = [50 + round(i * 49 / 4) for i in range(5)]
+    assert kept == first + second
+    with pytest.raises(ValueError):
+        space_timesteps(100, "ddim33")
+
+
+def test_respaced_betas_from_alpha_bar():
+    d = create_diffusion("250")
+    kept = [round(i * 999 / 249) for i in range(250)]
+    assert d.timestep_map.tolist() == kept
+    expected = [1 - ABAR[kept[0]]] + [1 - ABAR[kept[i]] / ABAR[kept[i - 1]] for i in range(1, 250)]
+    np.testing.assert_allclose(d.betas, expected, rtol=1e-10, atol=0)
+    np.testing.assert_allclose(d.alphas_cumprod, ABAR[kept], rtol=1e-10)
+
+
+def test_posterior_terms():
+    d = create_diffusion("")
+    t = np.arange(1, T)
+    var = BETAS[t] * (1 - ABAR[t - 1]) / (1 - ABAR[t])
+    np.testing.assert_allclose(d.posterior_variance[1:], var, rtol=1e-10)
+    assert d.posterior_variance[0] == 0
+    np.testing.assert_allclose(d.posterior_log_variance_clipped[1:], np.log(var), rtol=1e-10)
+    assert d.posterior_log_variance_clipped[0] == pytest.approx(math.log(var[0]), rel=1e-12)
+    # mu~ = sqrt(abar_{t-1}) beta_t / (1-abar_t) x0 + sqrt(alpha_t)(1-abar_{t-1}) / (1-abar_t) xt
+    np.testing.assert_allclose(d.posterior_mean_coef1[1:], np.sqrt(ABAR[t - 1]) * BETAS[t] / (1 - ABAR[t]), rtol=1e-10)
+    np.testing.assert_allclose(d.posterior_mean_coef2[1:], np.sqrt(1 - BETAS[t]) * (1 - ABAR[t - 1]) / (1 - ABAR[t]), rtol=1e-10)
+    x0 = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    xt = torch.randn_like(x0)
+    tt = torch.tensor([7, 700])
+    mean, variance, _ = d.q_posterior_mean_variance(x0, xt, tt)
+    for b, ti in enumerate(tt.tolist()):
+        c1 = math.sqrt(ABAR[ti - 1]) * BETAS[ti] / (1 - ABAR[ti])
+        c2 = math.sqrt(1 - BETAS[ti]) * (1 - ABAR[ti - 1]) / (1 - ABAR[ti])
+        assert torch.allclose(mean[b], c1 * x0[b] + c2 * xt[b], atol=ATOL)
+        assert torch.allclose(variance[b], torch.full_like(variance[b], BETAS[ti] * (1 - ABAR[ti - 1]) / (1 - ABAR[ti])))
+
+
+def _normal_cdf_adm(x):
+    return 0.5 * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def test_training_loss_terms_hybrid():
+    """MSE on eps + VB (KL in bits, mean from the detached eps; decoder NLL at t=0), recomputed by hand."""
+    d = create_diffusion("")
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.rand(3, 2, 2, 2, generator=gen, dtype=torch.float64) * 2 - 1
+    noise = torch.randn(x0.shape, generator=gen, dtype=torch.float64)
+    out = torch.randn(3, 4, 2, 2, generator=gen, dtype=torch.float64) * 0.5
+    out[:, 2:] = out[:, 2:].clamp(-1, 1)
+    t = torch.tensor([0, 1, 500])
+    terms = d.training_losses(lambda x, tt: out, x0, t, noise=noise)
+
+    for b, ti in enumerate(t.tolist()):
+        ab = ABAR[ti]
+        xt = math.sqrt(ab) * x0[b].numpy() + math.sqrt(1 - ab) * noise[b].numpy()
+        eps, v = out[b, :2].numpy(), out[b, 2:].numpy()
+        assert terms["mse"][b].item() == pytest.approx(np.mean((noise[b].numpy() - eps) ** 2), abs=ATOL)
+        ab_prev = ABAR[ti - 1] if ti > 0 else 1.0
+        post_var = BETAS[ti] * (1 - ab_prev) / (1 - ab)
+        post_var_t1 = BETAS[1] * (1 - ABAR[0]) / (1 - ABAR[1])
+        min_log = math.log(post_var if ti > 0 else post_var_t1)
+        frac = (v + 1) / 2
+        logvar = frac * math.log(BETAS[ti]) + (1 - frac) * min_log
+        x0_pred = (xt - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+        c1 = math.sqrt(ab_prev) * BETAS[ti] / (1 - ab)
+        c2 = math.sqrt(1 - BETAS[ti]) * (1 - ab_prev) / (1 - ab)
+        mean_pred = c1 * x0_pred + c2 * xt
+        if ti == 0:
+            # Decoder NLL of 256 bins of width 2/255 under N(mean, e^logvar), in bits.
+            s = np.exp(-0.5 * logvar)
+            x = x0[b].numpy()
+            upper = _normal_cdf_adm((x - mean_pred + 1 / 255) * s)
+            lower = _normal_cdf_adm((x - mean_pred - 1 / 255) * s)
+            p = np.where(x < -0.999, upper, np.where(x > 0.999, 1 - lower, upper - lower))
+            expected_vb = np.mean(-np.log(np.maximum(p, 1e-12))) / math.log(2)
+        else:
+            true_mean = c1 * x0[b].numpy() + c2 * xt
+            true_logvar = math.log(post_var)
+            # KL(N1 || N2) = log(s2/s1) + (s1^2 + (m1-m2)^2) / (2 s2^2) - 1/2
+            kl = 0.5 * (logvar - true_logvar) + (np.exp(true_logvar) + (true_mean - mean_pred) ** 2) / (2 * np.exp(logvar)) - 0.5
+            expected_vb = np.mean(kl) / math.log(2)
+        assert terms["vb"][b].item() == pytest.approx(expected_vb, abs=ATOL)
+        assert terms["loss"][b].item() == pytest.approx(terms["mse"][b].item() + expected_vb, abs=ATOL)
+
+
+def test_vb_term_does_not_train_the_mean():
+    d = create_diffusion("")
+    out = torch.randn(2, 4, 2, 2, dtype=torch.float64, requires_grad=True)
+    x0 = torch.rand(2, 2, 2, 2, dtype=torch.float64)
+    d.training_losses(lambda x, t: out, x0, torch.tensor([3, 300]))["vb"].sum().backward()
+    assert torch.all(out.grad[:, :2] == 0) and torch.any(out.grad[:, 2:] != 0)
+
+
+def test_ddim_and_ddpm_steps():
+    d = create_diffusion("ddim50")
+    kept = list(range(0, 1000, 20))
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 2, 3, 3, generator=gen, dtype=torch.float64)
+    eps = torch.randn(2, 4, 3, 3, generator=gen, dtype=torch.float64)
+    eps[:, 2:] = 0.3
+    seen = []
+
+    def model(xx, tt):
+        seen.append(tt.tolist())
+        return eps
+
+    i = torch.tensor([10, 0])  # respaced indices -> original timesteps 200 and 0
+    step = d.ddim_sample(model, x, i, eta=0.0)["sample"]
+    assert seen[-1] == [200, 0]  # the model sees original timesteps
+    for b, (idx, orig) in enumerate(zip(i.tolist(), [200, 0])):
+        ab = ABAR[orig]
+        ab_prev = ABAR[kept[idx - 1]] if idx > 0 else 1.0
+        x0 = (x[b] - math.sqrt(1 - ab) * eps[b, :2]) / math.sqrt(ab)
+        expected = math.sqrt(ab_prev) * x0 + math.sqrt(1 - ab_prev) * eps[b, :2]
+        assert torch.allclose(step[b], expected, atol=ATOL)
+
+    # Ancestral step: mean of q(x_{t-1}|x_t, x0_pred) plus exp(logvar/2) * noise; no noise at t=0.
+    noise = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    out = d.p_sample(model, x, i, noise=noise)["sample"]
+    b, idx = 0, 10
+    ab, ab_prev = ABAR[200], ABAR[180]
+    beta = 1 - ab / ab_prev
+    post_var = beta * (1 - ab_prev) / (1 - ab)
+    logvar = 0.65 * math.log(beta) + 0.35 * math.log(post_var)  # v = 0.3 -> frac 0.65
+    x0 = (x[b] - math.sqrt(1 - ab) * eps[b, :2]) / math.sqrt(ab)
+    mean = math.sqrt(ab_prev) * beta / (1 - ab) * x0 + math.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab) * x[b]
+    assert torch.allclose(out[b], mean + math.exp(0.5 * logvar) * noise[b], atol=ATOL)
+    x0_last = (x[1] - math.sqrt(1 - ABAR[0]) * eps[1, :2]) / math.sqrt(ABAR[0])
+    assert torch.allclose(out[1], x0_last, atol=ATOL)  # t=0: the posterior mean is x0 itself
+
+
+def test_sampling_is_a_function_of_per_sample_seeds():
+    d = create_diffusion("ddim10")
+    model = lambda x, t: torch.cat([0.1 * x, torch.zeros_like(x)], 1)  # noqa: E731
+    gens = lambda seeds: [torch.Generator().manual_seed(s) for s in seeds]  # noqa: E731
+    both = d.sample_loop(model, (2, 1, 2, 2), generator=gens([5, 6]), method="ddpm")
+    alone = d.sample_loop(model, (1, 1, 2, 2), generator=gens([6]), method="ddpm")
+    assert torch.allclose(both[1:], alone)
