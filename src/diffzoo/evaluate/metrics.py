@@ -1,0 +1,239 @@
+"""FID, sFID, Inception Score, Precision/Recall and KID with the definitions of ADM's evaluator.
+
+Everything here works on features (any extractor); see features.py for where they come from.
+
+- FID / sFID: Frechet distance between Gaussians fitted to features; covariances in float64
+  (np.cov's precision), scipy sqrtm, a retry with 1e-6 on the diagonals when the square root is not
+  finite, failure when its diagonal has an imaginary part above 1e-3. Means and covariances are
+  accumulated batch by batch (``GaussianStats``), shifted by the first batch's mean for stability.
+- IS: softmax of the logits, splits of ``split_size`` (5000) consecutive samples in file order, the
+  last partial split kept, score = mean over splits of exp(mean KL(p(y|x) || p(y))).
+  Accumulated per split as mean(sum p log p) - sum pbar log pbar, which is that KL exactly.
+- Precision / Recall (Kynkaenniemi et al. 2019, ADM's ManifoldEstimator): radius of a point = the
+  k-th smallest squared distance in its own set counting itself at index 0 (k=3); a point is covered
+  when its squared distance to some point of the other set is ``<=`` that point's radius. Distances
+  are computed as |u|^2 - 2 u.v + |v|^2 clamped at 0, in float16 (ADM's choice) with a float32
+  recomputation of any block that is not finite, or in float32 throughout.
+  Work is blocked (rows x cols); radii keep a running k+1 smallest per row, so memory is one block.
+- KID: torch-fidelity's polynomial-kernel MMD estimator on the same features.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from scipy import linalg
+
+from ..errors import DiffzooError
+
+DISTANCE_DTYPES = ("float16", "float32")
+
+
+class GaussianStats:
+    """Streaming mean and covariance (unbiased, like np.cov) of feature batches, in float64."""
+
+    def __init__(self, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.n = 0
+        self.shift = self.s1 = self.s2 = None
+
+    def update(self, x) -> None:
+        x = torch.as_tensor(x).to(self.device, torch.float64)
+        if x.ndim != 2:
+            raise ValueError(f"features must be 2-D (batch, dim), got {tuple(x.shape)}")
+        if self.shift is None:
+            self.shift = x.mean(0)
+            self.s1 = torch.zeros_like(self.shift)
+            self.s2 = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=self.device)
+        d = x - self.shift
+        self.s1 += d.sum(0)
+        self.s2.addmm_(d.T, d)
+        self.n += x.shape[0]
+
+    def mean(self) -> np.ndarray:
+        self._need(1)
+        return (self.shift + self.s1 / self.n).cpu().numpy()
+
+    def cov(self) -> np.ndarray:
+        self._need(2)
+        m = self.s1 / self.n
+        return ((self.s2 - self.n * torch.outer(m, m)) / (self.n - 1)).cpu().numpy()
+
+    def _need(self, n: int) -> None:
+        if self.n < n:
+            raise DiffzooError(f"statistics need at least {n} images, got {self.n}")
+
+
+def _sqrtm(a: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = linalg.sqrtm(a)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+    """|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)), computed as ADM's evaluator does."""
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
+        raise DiffzooError(
+            f"statistics of different feature spaces: mean {mu1.shape} / {mu2.shape}, covariance "
+            f"{sigma1.shape} / {sigma2.shape} (another feature extractor or layer?)"
+        )
+    diff = mu1 - mu2
+    covmean = _sqrtm(sigma1.dot(sigma2))
+    if not np.isfinite(covmean).all():
+        warnings.warn(f"Frechet distance: singular product; adding {eps} to the covariance diagonals")
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = _sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            worst = np.max(np.abs(covmean.imag))
+            raise DiffzooError(f"Frechet distance: matrix square root has an imaginary component {worst:.3g}")
+        covmean = covmean.real
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+class InceptionScore:
+    """Streaming Inception Score over consecutive splits of ``split_size`` samples (ADM: 5000)."""
+
+    def __init__(self, split_size: int = 5000):
+        if split_size < 1:
+            raise DiffzooError(f"IS split size must be positive, got {split_size}")
+        self.split_size = split_size
+        self.scores: list[float] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self.count, self.sum_p, self.sum_plogp = 0, None, 0.0
+
+    def update(self, logits) -> None:
+        p = torch.softmax(torch.as_tensor(logits).to(torch.float64), dim=1)
+        while len(p):
+            take = min(len(p), self.split_size - self.count)
+            part, p = p[:take], p[take:]
+            self.sum_p = part.sum(0) if self.sum_p is None else self.sum_p + part.sum(0)
+            self.sum_plogp += float(torch.special.xlogy(part, part).sum())
+            self.count += take
+            if self.count == self.split_size:
+                self._close()
+
+    def _close(self) -> None:
+        pbar = self.sum_p / self.count
+        kl = self.sum_plogp / self.count - float(torch.special.xlogy(pbar, pbar).sum())
+        self.scores.append(float(np.exp(kl)))
+        self._reset()
+
+    def compute(self) -> float:
+        if self.count:
+            self._close()
+        if not self.scores:
+            raise DiffzooError("Inception Score of no samples")
+        return float(np.mean(self.scores))
+
+
+def inception_score(logits, split_size: int = 5000) -> float:
+    acc = InceptionScore(split_size)
+    acc.update(logits)
+    return acc.compute()
+
+
+# ---------------------------------------------------------------- precision / recall
+
+def _to_f16(x: torch.Tensor) -> torch.Tensor:
+    """Round to float16 and keep computing in float32 (fp16 storage, fp32 accumulation)."""
+    return x.half().float()
+
+
+def squared_distances(u: torch.Tensor, v: torch.Tensor, dtype: str = "float16") -> torch.Tensor:
+    """Pairwise squared Euclidean distances max(|u|^2 - 2 u.v + |v|^2, 0) as a float32 block.
+
+    float16 emulates ADM's TensorFlow block: inputs, norms, the product and each sum rounded to
+    float16; if anything in the block is not finite (overflow) the block is recomputed in float32.
+    """
+    if dtype not in DISTANCE_DTYPES:
+        raise DiffzooError(f"distance dtype must be one of {DISTANCE_DTYPES}, got {dtype!r}")
+    u, v = u.float(), v.float()
+    if dtype == "float16":
+        u16, v16 = _to_f16(u), _to_f16(v)
+        nu = _to_f16((u16 * u16).sum(1))
+        nv = _to_f16((v16 * v16).sum(1))
+        d = torch.mm(u16, v16.T)
+        d = _to_f16(d.mul_(-2))
+        d = _to_f16(d.add_(nu[:, None]))
+        d = _to_f16(d.add_(nv[None, :]))
+        if bool(torch.isfinite(d).all()):
+            return d.clamp_min_(0)
+        del d
+    d = torch.mm(u, v.T).mul_(-2)
+    d.add_((u * u).sum(1)[:, None]).add_((v * v).sum(1)[None, :])
+    return d.clamp_min_(0)
+
+
+def _blocks(n: int, size: int):
+    for start in range(0, n, size):
+        yield start, min(start + size, n)
+
+
+def manifold_radii(features, k: int = 3, dtype: str = "float16", row_block: int = 10000,
+                   col_block: int = 10000, device: str | torch.device = "cpu") -> np.ndarray:
+    """Squared radius of each point: k-th smallest squared distance within the set (self at 0)."""
+    feats = torch.as_tensor(features)
+    n = feats.shape[0]
+    if n <= k:
+        raise DiffzooError(f"precision/recall with k={k} needs more than {k} points, got {n}")
+    radii = np.empty(n, dtype=np.float32)
+    for r0, r1 in _blocks(n, row_block):
+        rows = feats[r0:r1].to(device)
+        best = None
+        for c0, c1 in _blocks(n, col_block):
+            d = squared_distances(rows, feats[c0:c1].to(device), dtype)
+            cand = d if best is None else torch.cat([best, d], dim=1)
+            del d
+            best = cand if cand.shape[1] <= k + 1 else torch.topk(cand, k + 1, dim=1, largest=False).values
+            del cand
+        radii[r0:r1] = torch.sort(best, dim=1).values[:, k].cpu().numpy()
+    return radii
+
+
+def manifold_coverage(features_a, radii_a, features_b, radii_b, dtype: str = "float16",
+                      row_block: int = 10000, col_block: int = 10000,
+                      device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(a inside b's manifold, b inside a's manifold), each a boolean array (ADM's evaluate_pr)."""
+    fa, fb = torch.as_tensor(features_a), torch.as_tensor(features_b)
+    ra = torch.as_tensor(np.asarray(radii_a, np.float32)).to(device)
+    rb = torch.as_tensor(np.asarray(radii_b, np.float32)).to(device)
+    a_in = torch.zeros(fa.shape[0], dtype=torch.bool, device=device)
+    b_in = torch.zeros(fb.shape[0], dtype=torch.bool, device=device)
+    for a0, a1 in _blocks(fa.shape[0], row_block):
+        rows = fa[a0:a1].to(device)
+        for b0, b1 in _blocks(fb.shape[0], col_block):
+            d = squared_distances(rows, fb[b0:b1].to(device), dtype)
+            a_in[a0:a1] |= (d <= rb[None, b0:b1]).any(1)
+            b_in[b0:b1] |= (d <= ra[a0:a1, None]).any(0)
+            del d
+    return a_in.cpu().numpy(), b_in.cpu().numpy()
+
+
+def precision_recall(ref_features, sample_features, k: int = 3, dtype: str = "float16",
+                     row_block: int = 10000, col_block: int = 10000,
+                     device: str | torch.device = "cpu", ref_radii=None) -> tuple[float, float]:
+    """ADM's compute_prec_recall: precision = share of samples inside the reference manifold,
+    recall = share of reference points inside the samples' manifold."""
+    opts = dict(dtype=dtype, row_block=row_block, col_block=col_block, device=device)
+    if ref_radii is None:
+        ref_radii = manifold_radii(ref_features, k, **opts)
+    sample_radii = manifold_radii(sample_features, k, **opts)
+    ref_in, sample_in = manifold_coverage(ref_features, ref_radii, sample_features, sample_radii, **opts)
+    return float(sample_in.mean()), float(ref_in.mean())
+
+
+def kid(ref_features, sample_features, subsets: int = 100, subset_size: int = 1000, seed: int = 2020) -> dict:
+    """Kernel Inception Distance by torch-fidelity (polynomial kernel degree 3, unbiased MMD^2)."""
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+
+    a, b = torch.as_tensor(ref_features), torch.as_tensor(sample_features)
+    size = min(subset_size, len(a), len(b))
+    out = kid_features_to_metric(a, b, kid_subsets=subsets, kid_subset_size=size, rng_seed=seed, verbose=False)
+    return {"mean": out[KEY_METRIC_KID_MEAN], "std": out[KEY_METRIC_KID_STD], "subsets": subsets, "subset_size": size}
