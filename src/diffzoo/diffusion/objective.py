@@ -15,6 +15,7 @@ import torch
 
 from . import create_diffusion
 from .gaussian_diffusion import randn
+from .rectified_flow import RectifiedFlow
 
 
 class Objective(Protocol):
@@ -57,7 +58,7 @@ class DDPMObjective:
                                                  progress=progress)
 
 
-OBJECTIVES: dict[str, Callable[..., Objective]] = {"ddpm": DDPMObjective}
+OBJECTIVES: dict[str, Callable[..., Objective]] = {"ddpm": DDPMObjective, "rectified_flow": RectifiedFlow}
 
 
 def create_objective(name: str, **settings) -> Objective:
