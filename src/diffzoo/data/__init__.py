@@ -1,0 +1,4 @@
+"""Data stages: `dataset` (canonical ImageNet-style tree + manifest) and `images` (ADM-cropped shards).
+
+Later stages read the shards only through `diffzoo.data.shards`.
+"""

@@ -1,0 +1,102 @@
+"""Small helpers shared by the data stages: atomic writes, image checks, worker pools."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import multiprocessing
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from PIL import Image, ImageFile
+
+from ..errors import DiffzooError
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write JSON to `path` through a temp file in the same folder and os.replace."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, what: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DiffzooError(f"{what} not found: {path}") from None
+    except (OSError, ValueError) as err:
+        raise DiffzooError(f"{what} {path} is unreadable: {err}") from None
+
+
+@contextlib.contextmanager
+def strict_decoding():
+    """Make PIL raise on truncated files whatever another module set globally."""
+    old = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = old
+
+
+def describe_error(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def check_image_bytes(data: bytes) -> str | None:
+    """None when `data` decodes completely as an image, else the reason it does not."""
+    if not data:
+        return "empty file"
+    try:
+        with strict_decoding(), Image.open(io.BytesIO(data)) as im:
+            im.load()
+    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ...
+        return describe_error(err)
+    return None
+
+
+def default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def worker_map(workers: int | None) -> Iterator[Callable]:
+    """Yield map(fn, items, chunksize) -> list, ordered; a process pool when workers > 1."""
+    workers = default_workers() if workers is None else workers
+    if workers <= 1:
+        yield lambda fn, items, chunksize=1: [fn(x) for x in items]
+        return
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        yield lambda fn, items, chunksize=1: pool.map(fn, items, chunksize=chunksize)
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def clean_stale(parent: Path, pattern: str) -> None:
+    for stale in parent.glob(pattern):
+        if stale.is_dir():
+            remove_tree(stale)
+        else:
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+
+def batched(items: Iterable, n: int) -> Iterator[list]:
+    batch = []
+    for x in items:
+        batch.append(x)
+        if len(batch) >= n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

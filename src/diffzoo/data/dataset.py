@@ -1,0 +1,508 @@
+"""`diffzoo dataset`: bring a labeled image data set into one canonical form.
+
+OUT/train/<class_id>/<image files> plus OUT/manifest.json. Class index = position of the class id in
+sorted order (as torchvision's ImageFolder, which DiT trains with). Every image is fully decoded once;
+the ones that do not decode (truncated, not an image) are listed in the manifest with the reason and
+left out. OUT appears only when complete: the tree is built in a temp folder beside it and renamed.
+
+Sources: digits (scikit-learn's 8x8 handwritten digits, shipped with the package), imagenet-tar (the
+ILSVRC2012 train tar of per-class tars, streamed), imagenet-folder (train/<synset>/*.JPEG),
+imagenet-parquet (Hugging Face ILSVRC/imagenet-1k shards; needs pyarrow).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+import tarfile
+import zlib
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from ..errors import DiffzooError
+from ._util import batched, check_image_bytes, clean_stale, remove_tree, worker_map, write_json_atomic
+
+SOURCES = ("digits", "imagenet-tar", "imagenet-folder", "imagenet-parquet")
+ILSVRC2012_TRAIN_MD5 = "1d675b47d978889d74fa0da5fadfb00e"  # ILSVRC2012_img_train.tar as ImageNet publishes it
+MANIFEST_FORMAT = "diffzoo-dataset/1"
+DIGITS_SIDE = 32  # 8x8 upscaled x4 by pixel replication
+_SYNSET = re.compile(r"\bn\d{8}\b")
+_CHECK_BATCH = 256  # images decoded per pool round: bounds memory while streaming
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", choices=SOURCES, default="digits", help="kind of input (default: digits)")
+    p.add_argument("--input", nargs="*", default=[], metavar="PATH",
+                   help="imagenet-tar: the train tar; imagenet-folder: the folder holding train/<synset>/ "
+                        "(or the synset folders); imagenet-parquet: parquet files or folders of them")
+    p.add_argument("--out", required=True, help="output folder (replaced only with --force)")
+    p.add_argument("--sha256", help="imagenet-tar: expected sha256 of the archive (checked while streaming)")
+    p.add_argument("--md5", help="imagenet-tar: expected md5; 'ilsvrc2012' = the official "
+                                 f"ILSVRC2012_img_train.tar md5 {ILSVRC2012_TRAIN_MD5}")
+    p.add_argument("--classes", help="imagenet-parquet: synsets in label order (text, JSON or HF classes.py; "
+                                     "the first n########## tokens are taken in order)")
+    p.add_argument("--hf-repo", help="imagenet-parquet: download the shards of this Hugging Face data set "
+                                     "(e.g. ILSVRC/imagenet-1k, token from HF_TOKEN) instead of --input")
+    p.add_argument("--split", default="train", help="imagenet-parquet with --hf-repo: split to fetch")
+    p.add_argument("--download-dir", help="with --hf-repo: where the shards go (default: the HF cache)")
+    p.add_argument("--max-per-class", type=int, metavar="N",
+                   help="keep the first N good images of each class (sorted by file name)")
+    p.add_argument("--workers", type=int, default=None, help="processes decoding images (default: cores)")
+    p.add_argument("--force", action="store_true", help="replace an existing OUT")
+
+
+def run(args) -> int:
+    manifest = build_dataset(
+        args.source, args.input, args.out, sha256=args.sha256, md5=args.md5, classes=args.classes,
+        hf_repo=args.hf_repo, split=args.split, download_dir=args.download_dir,
+        max_per_class=args.max_per_class, workers=args.workers, force=args.force)
+    print(f"dataset {manifest['source']}: {manifest['num_images']} images, {manifest['num_classes']} classes, "
+          f"{manifest['num_corrupt']} excluded -> {args.out}", file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------
+class _Collector:
+    """Receives (class id, file name, bytes) in any order; decodes in batches, writes the good ones."""
+
+    def __init__(self, train_dir: Path, mapper, max_per_class: int | None):
+        self.train_dir = train_dir
+        self.map = mapper
+        self.max_per_class = max_per_class
+        self.kept: dict[str, set] = defaultdict(set)
+        self.corrupt: list[dict] = []
+        self.pending: list[tuple[str, str, bytes, str]] = []
+
+    def add_class(self, cls: str) -> None:
+        if cls not in self.kept:
+            _check_class_name(cls)
+            (self.train_dir / cls).mkdir(parents=True, exist_ok=True)
+            self.kept[cls]  # noqa: B018 - creates the entry
+
+    def full(self, cls: str) -> bool:
+        """True once the class holds max_per_class images (only meaningful after flush())."""
+        return self.max_per_class is not None and len(self.kept[cls]) >= self.max_per_class
+
+    def add(self, cls: str, name: str, data: bytes, where: str) -> None:
+        self.add_class(cls)
+        self.pending.append((cls, name, data, where))
+        if len(self.pending) >= _CHECK_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        batch, self.pending = self.pending, []
+        if not batch:
+            return
+        reasons = self.map(check_image_bytes, [b[2] for b in batch], 8)
+        for (cls, name, data, where), reason in zip(batch, reasons):
+            if reason is None and (name.startswith(".") or "/" in name or name in ("", "..")):
+                reason = "unusable file name"
+            if reason is None and name in self.kept[cls]:
+                reason = "duplicate file name in its class"
+            if reason is not None:
+                self.corrupt.append({"file": where, "class": cls, "name": name, "reason": reason})
+                continue
+            with open(self.train_dir / cls / name, "wb") as f:
+                f.write(data)
+            self.kept[cls].add(name)
+
+    def finish(self) -> dict[str, list[str]]:
+        """Flush, apply max_per_class (first N good names in sorted order), return class -> names."""
+        self.flush()
+        out = {}
+        for cls in sorted(self.kept):
+            names = sorted(self.kept[cls])
+            n = self.max_per_class
+            if n is not None and len(names) > n:
+                for extra in names[n:]:
+                    (self.train_dir / cls / extra).unlink()
+                cutoff = names[n - 1]
+                # report only the bad files that sort before the last kept one, as a sorted scan would
+                self.corrupt = [c for c in self.corrupt if c["class"] != cls or c["name"] < cutoff]
+                names = names[:n]
+            out[cls] = names
+        self.corrupt.sort(key=lambda c: (c["class"], c["name"], c["file"]))
+        return out
+
+
+def _check_class_name(cls: str) -> None:
+    if not cls or cls.startswith(".") or "/" in cls or "\\" in cls:
+        raise DiffzooError(f"unusable class id {cls!r}")
+
+
+# ----------------------------------------------------------------------------------------------------
+def build_dataset(source: str, inputs=(), out=None, *, sha256=None, md5=None, classes=None, hf_repo=None,
+                  split="train", download_dir=None, max_per_class=None, workers=None, force=False) -> dict:
+    """Build OUT (see module doc) and return its manifest."""
+    if source not in SOURCES:
+        raise DiffzooError(f"unknown source {source!r}; one of {', '.join(SOURCES)}")
+    if out is None:
+        raise DiffzooError("--out is required")
+    if max_per_class is not None and max_per_class < 1:
+        raise DiffzooError(f"--max-per-class must be >= 1, got {max_per_class}")
+    inputs = [Path(p) for p in (inputs or [])]
+    if (sha256 or md5) and source != "imagenet-tar":
+        raise DiffzooError("--sha256/--md5 apply to the imagenet-tar source")
+    out = Path(out)
+    if out.exists() and not force:
+        raise DiffzooError(f"{out} exists; pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(out.parent, f".{out.name}.tmp-*")
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    remove_tree(tmp)
+    train = tmp / "train"
+    train.mkdir(parents=True)
+    try:
+        if source == "digits":
+            if inputs:
+                raise DiffzooError("the digits source is embedded; it takes no --input")
+            manifest = _digits(train, max_per_class)
+        else:
+            with worker_map(workers) as mapper:
+                collector = _Collector(train, mapper, max_per_class)
+                if source == "imagenet-tar":
+                    archives = _imagenet_tar(inputs, collector, sha256, md5)
+                elif source == "imagenet-folder":
+                    archives = _imagenet_folder(inputs, collector)
+                else:
+                    archives = _imagenet_parquet(inputs, collector, classes, hf_repo, split, download_dir)
+                per_class = collector.finish()
+            manifest = _manifest(source, [str(p) for p in inputs] or ([hf_repo] if hf_repo else []),
+                                 per_class, archives, collector.corrupt, max_per_class)
+        write_json_atomic(tmp / "manifest.json", manifest)
+        _install(tmp, out)
+    finally:
+        remove_tree(tmp)
+    for c in manifest["corrupt"]:
+        print(f"dataset: excluded {c['file']}: {c['reason']}", file=sys.stderr)
+    return manifest
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Put the finished tree at `out` by renames only."""
+    if out.exists():
+        old = out.parent / f".{out.name}.tmp-old-{os.getpid()}"
+        os.rename(out, old)
+        os.rename(tmp, out)
+        remove_tree(old)
+    else:
+        os.rename(tmp, out)
+
+
+def _manifest(source, inputs, per_class, archives, corrupt, max_per_class) -> dict:
+    classes = sorted(per_class)
+    counts = {c: len(per_class[c]) for c in classes}
+    return {
+        "format": MANIFEST_FORMAT,
+        "source": source,
+        "inputs": inputs,
+        "layout": "train/<class_id>/<file>; class index = position in 'classes' (sorted)",
+        "classes": classes,
+        "num_classes": len(classes),
+        "num_images": sum(counts.values()),
+        "counts": counts,
+        "max_per_class": max_per_class,
+        "archives": archives,
+        "num_corrupt": len(corrupt),
+        "corrupt": [{"file": c["file"], "class": c["class"], "reason": c["reason"]} for c in corrupt],
+    }
+
+
+# ---------------------------------------------------------------------------------------------- digits
+def digits_images() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as uint8 (1797, 32, 32, 3) images and int64 labels.
+
+    Gray values 0..16 map to round(v * 255 / 16); each pixel becomes a 4x4 block; gray is replicated
+    to three channels.
+    """
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    gray = np.rint(d.images.astype(np.float64) * (255.0 / 16.0)).astype(np.uint8)  # (N, 8, 8)
+    k = DIGITS_SIDE // gray.shape[1]
+    big = gray.repeat(k, axis=1).repeat(k, axis=2)
+    return np.repeat(big[..., None], 3, axis=3), d.target.astype(np.int64)
+
+
+def _digits_source_file() -> Path | None:
+    import sklearn.datasets
+
+    p = Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
+    return p if p.is_file() else None
+
+
+def _digits(train: Path, max_per_class) -> dict:
+    images, labels = digits_images()
+    per_class: dict[str, list[str]] = {f"digit_{c}": [] for c in range(10)}
+    for i, (img, lab) in enumerate(zip(images, labels)):
+        cls = f"digit_{int(lab)}"
+        if max_per_class is not None and len(per_class[cls]) >= max_per_class:
+            continue
+        name = f"{cls}_{i:04d}.png"
+        (train / cls).mkdir(exist_ok=True)
+        buf = io.BytesIO()
+        Image.fromarray(img, "RGB").save(buf, format="PNG", compress_level=6)
+        (train / cls / name).write_bytes(buf.getvalue())
+        per_class[cls].append(name)
+    src = _digits_source_file()
+    archives = [_file_digest(src)] if src else []
+    if archives:
+        archives[0]["path"] = "sklearn/datasets/data/digits.csv.gz"
+    return _manifest("digits", [], per_class, archives, [], max_per_class)
+
+
+def _file_digest(path: Path, md5: bool = False) -> dict:
+    h = hashlib.sha256()
+    m = hashlib.md5() if md5 else None
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            if m:
+                m.update(chunk)
+    rec = {"path": str(path), "bytes": path.stat().st_size, "sha256": h.hexdigest()}
+    if m:
+        rec["md5"] = m.hexdigest()
+    return rec
+
+
+# ------------------------------------------------------------------------------------------ ImageNet tar
+class _HashingReader:
+    """File wrapper that hashes every byte read, so one sequential pass both extracts and verifies."""
+
+    def __init__(self, raw, md5: bool):
+        self.raw = raw
+        self.pos = 0
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5() if md5 else None
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.pos += len(data)
+        self.sha256.update(data)
+        if self.md5:
+            self.md5.update(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+def _tar_error(path: Path, reader: _HashingReader, size: int, where: str, err: BaseException) -> DiffzooError:
+    return DiffzooError(
+        f"archive {path} is truncated or corrupt: it broke at byte {reader.pos} of {size} while reading "
+        f"{where} ({err})")
+
+
+def _imagenet_tar(inputs: list[Path], collector: _Collector, sha256, md5) -> list[dict]:
+    if len(inputs) != 1:
+        raise DiffzooError("imagenet-tar takes exactly one --input: the train tar")
+    path = inputs[0]
+    if not path.is_file():
+        raise DiffzooError(f"archive not found: {path}")
+    if md5 and md5.lower() == "ilsvrc2012":
+        md5 = ILSVRC2012_TRAIN_MD5
+    size = path.stat().st_size
+    with open(path, "rb") as raw:
+        reader = _HashingReader(raw, md5=bool(md5))
+        where = "the first header"
+        try:
+            with tarfile.open(fileobj=reader, mode="r|") as outer:
+                for member in outer:
+                    where = repr(member.name)
+                    if not member.isfile():
+                        continue
+                    parts = [p for p in member.name.split("/") if p not in ("", ".")]
+                    f = outer.extractfile(member)
+                    if parts[-1].endswith(".tar"):  # the official layout: one tar per synset
+                        cls = parts[-1][: -len(".tar")]
+                        collector.add_class(cls)
+                        with tarfile.open(fileobj=f, mode="r|") as inner:
+                            for im in inner:
+                                where = repr(f"{member.name}/{im.name}")
+                                if im.isfile():
+                                    data = inner.extractfile(im).read()
+                                    collector.add(cls, im.name.split("/")[-1], data,
+                                                  f"{path.name}:{member.name}/{im.name}")
+                    elif len(parts) >= 2:  # a tar of the folder tree: [train/]<synset>/<file>
+                        collector.add(parts[-2], parts[-1], f.read(), f"{path.name}:{member.name}")
+                    else:
+                        collector.corrupt.append({"file": f"{path.name}:{member.name}", "class": "",
+                                                  "name": parts[-1], "reason": "not inside a class"})
+                end = outer.offset
+            reader.drain()
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+            raise _tar_error(path, reader, size, where, err) from None
+    # tarfile stops quietly when the file ends at (or inside) a header: demand the end-of-archive block
+    with open(path, "rb") as f:
+        f.seek(end)
+        tail = f.read(512)
+    if len(tail) < 512 or tail.count(0) != 512:
+        raise DiffzooError(
+            f"archive {path} is truncated: it ends at byte {size} after member {where} without the "
+            f"end-of-archive blocks (expected at byte {end})")
+    rec = {"path": str(path), "bytes": size, "sha256": reader.sha256.hexdigest()}
+    if sha256 and rec["sha256"] != sha256.lower():
+        raise DiffzooError(f"archive {path}: sha256 {rec['sha256']} != expected {sha256}")
+    if md5:
+        rec["md5"] = reader.md5.hexdigest()
+        if rec["md5"] != md5.lower():
+            raise DiffzooError(f"archive {path}: md5 {rec['md5']} != expected {md5}")
+    return [rec]
+
+
+# --------------------------------------------------------------------------------------- ImageNet folder
+def _imagenet_folder(inputs: list[Path], collector: _Collector) -> list[dict]:
+    if len(inputs) != 1:
+        raise DiffzooError("imagenet-folder takes exactly one --input: the folder holding train/")
+    root = inputs[0]
+    if (root / "train").is_dir():
+        root = root / "train"
+    if not root.is_dir():
+        raise DiffzooError(f"folder not found: {root}")
+    class_dirs = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if not class_dirs:
+        raise DiffzooError(f"no class folders in {root}")
+    for cls in class_dirs:
+        collector.add_class(cls)
+        files = []
+        for dirpath, dirnames, filenames in os.walk(root / cls):
+            dirnames.sort()
+            files.extend(Path(dirpath) / n for n in sorted(filenames))
+        files.sort(key=lambda p: p.name)
+        for chunk in batched(files, _CHECK_BATCH):
+            for p in chunk:
+                collector.add(cls, p.name, p.read_bytes(), str(p.relative_to(root.parent)))
+            collector.flush()
+            if collector.full(cls):
+                break
+    return []
+
+
+# -------------------------------------------------------------------------------------- ImageNet parquet
+def read_class_list(path) -> list[str]:
+    """Synsets in label order from a text/JSON/classes.py file: every n######## token, first seen order."""
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise DiffzooError(f"classes file {path} is unreadable: {err}") from None
+    seen = {}
+    for s in _SYNSET.findall(text):
+        seen.setdefault(s, None)
+    if not seen:
+        raise DiffzooError(f"no synset ids (n########) in classes file {path}")
+    return list(seen)
+
+
+def _parquet_files(inputs: list[Path]) -> list[Path]:
+    files = []
+    for p in inputs:
+        if p.is_dir():
+            files.extend(sorted(p.rglob("*.parquet")))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DiffzooError(f"parquet input not found: {p}")
+    if not files:
+        raise DiffzooError("no parquet files given")
+    return files
+
+
+def _hf_download(repo: str, split: str, download_dir) -> tuple[list[Path], Path | None]:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise DiffzooError("--hf-repo needs huggingface_hub (pip install huggingface_hub)") from None
+    try:
+        local = snapshot_download(repo_id=repo, repo_type="dataset", token=os.environ.get("HF_TOKEN"),
+                                  allow_patterns=[f"data/{split}-*.parquet", "classes.py"],
+                                  local_dir=download_dir)
+    except Exception as err:  # network, auth (gated repo: accept its terms, set HF_TOKEN)
+        raise DiffzooError(f"download of {repo} failed: {err}") from None
+    local = Path(local)
+    files = sorted((local / "data").glob(f"{split}-*.parquet"))
+    if not files:
+        raise DiffzooError(f"no data/{split}-*.parquet files in {repo}")
+    classes = local / "classes.py"
+    return files, classes if classes.is_file() else None
+
+
+def hf_file_name(path: str | None, synset: str) -> str | None:
+    """Original ImageNet name from the HF `path` ('n01440764_10026_n01440764.JPEG' -> 'n01440764_10026.JPEG')."""
+    if not path:
+        return None
+    name = path.replace("\\", "/").split("/")[-1]
+    stem, dot, ext = name.rpartition(".")
+    if dot and stem.endswith("_" + synset) and stem != synset:
+        name = f"{stem[: -len(synset) - 1]}.{ext}"
+    return name
+
+
+def _imagenet_parquet(inputs, collector: _Collector, classes, hf_repo, split, download_dir) -> list[dict]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DiffzooError("the imagenet-parquet source needs pyarrow (pip install pyarrow)") from None
+    if hf_repo:
+        if inputs:
+            raise DiffzooError("give either --input parquet files or --hf-repo, not both")
+        files, hf_classes = _hf_download(hf_repo, split, download_dir)
+        classes = classes or hf_classes
+    else:
+        files = _parquet_files(inputs)
+    class_list = read_class_list(classes) if classes else None
+    archives = []
+    for fpath in files:
+        archives.append(_file_digest(fpath))
+        try:
+            pf = pq.ParquetFile(fpath)
+            names = set(pf.schema_arrow.names)
+            if not {"image", "label"} <= names:
+                raise DiffzooError(f"{fpath}: expected columns image and label, found {sorted(names)}")
+            row = 0
+            for batch in pf.iter_batches(batch_size=128, columns=["image", "label"]):
+                for rec in batch.to_pylist():
+                    where = f"{fpath.name}:row {row}"
+                    _parquet_row(rec, row, fpath, where, class_list, collector)
+                    row += 1
+        except DiffzooError:
+            raise
+        except Exception as err:  # pyarrow.ArrowInvalid, OSError on a truncated shard
+            raise DiffzooError(f"parquet file {fpath} is unreadable: {err}") from None
+    return archives
+
+
+def _parquet_row(rec, row, fpath, where, class_list, collector) -> None:
+    label, image = rec.get("label"), rec.get("image") or {}
+    path = image.get("path") if isinstance(image, dict) else None
+    data = image.get("bytes") if isinstance(image, dict) else None
+    from_path = None
+    if path:
+        m = _SYNSET.search(path.replace("\\", "/").split("/")[-1].replace("_", " "))
+        from_path = m.group(0) if m else None
+    from_label = None
+    if class_list is not None and label is not None:
+        if not 0 <= label < len(class_list):
+            raise DiffzooError(f"{where}: label {label} outside the {len(class_list)} classes given")
+        from_label = class_list[label]
+    if from_label and from_path and from_label != from_path:
+        raise DiffzooError(f"{where}: label {label} is {from_label} in the classes list but the path says "
+                           f"{from_path} ({path})")
+    cls = from_label or from_path
+    if cls is None:
+        raise DiffzooError(f"{where}: cannot tell the synset of label {label} (no synset in the path); "
+                           f"pass --classes")
+    name = hf_file_name(path, cls) or f"{fpath.stem}_{row:07d}.JPEG"
+    if data is None:
+        collector.add_class(cls)
+        collector.corrupt.append({"file": where, "class": cls, "name": name, "reason": "no image bytes"})
+        return
+    collector.add(cls, name, bytes(data), where)
