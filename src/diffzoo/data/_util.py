@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from ..errors import DiffzooError
 
@@ -47,6 +47,9 @@ def strict_decoding():
 
 
 def describe_error(err: BaseException) -> str:
+    """One line, with no memory addresses or temp paths (manifests must be reproducible)."""
+    if isinstance(err, UnidentifiedImageError):
+        return "UnidentifiedImageError: not an image file PIL can identify"
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
@@ -69,13 +72,16 @@ def default_workers() -> int:
 
 @contextlib.contextmanager
 def worker_map(workers: int | None) -> Iterator[Callable]:
-    """Yield map(fn, items, chunksize) -> list, ordered; a process pool when workers > 1."""
+    """Yield imap(fn, items, chunksize) -> ordered iterator; a process pool when workers > 1.
+
+    Results stream back in order, so a caller filling an array never holds all of them at once.
+    """
     workers = default_workers() if workers is None else workers
     if workers <= 1:
-        yield lambda fn, items, chunksize=1: [fn(x) for x in items]
+        yield lambda fn, items, chunksize=1: map(fn, items)
         return
     with multiprocessing.get_context("fork").Pool(workers) as pool:
-        yield lambda fn, items, chunksize=1: pool.map(fn, items, chunksize=chunksize)
+        yield lambda fn, items, chunksize=1: pool.imap(fn, items, chunksize=chunksize)
 
 
 def remove_tree(path: Path) -> None:

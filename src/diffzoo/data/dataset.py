@@ -212,7 +212,8 @@ def _manifest(source, inputs, per_class, archives, corrupt, max_per_class) -> di
         "max_per_class": max_per_class,
         "archives": archives,
         "num_corrupt": len(corrupt),
-        "corrupt": [{"file": c["file"], "class": c["class"], "reason": c["reason"]} for c in corrupt],
+        "corrupt": [{"file": c["file"], "class": c["class"], "name": c["name"], "reason": c["reason"]}
+                    for c in corrupt],
     }
 
 
@@ -471,6 +472,8 @@ def _imagenet_parquet(inputs, collector: _Collector, classes, hf_repo, split, do
             for batch in pf.iter_batches(batch_size=128, columns=["image", "label"]):
                 for rec in batch.to_pylist():
                     where = f"{fpath.name}:row {row}"
+                    if isinstance(rec.get("image"), dict) and rec["image"].get("path"):
+                        where += f" ({rec['image']['path']})"
                     _parquet_row(rec, row, fpath, where, class_list, collector)
                     row += 1
         except DiffzooError:
