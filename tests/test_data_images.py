@@ -158,3 +158,28 @@ def test_iter_batches_cross_shards(digit_shards):
     allx = np.concatenate([b[0] for b in batches])
     ref = np.concatenate([np.asarray(x) for x, _ in iter_shards(digit_shards, mmap=False)])
     np.testing.assert_array_equal(allx, ref)
+
+
+def test_params_mode_of_both_stages(tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    raw["data"].update({"name": "dg", "source": "digits", "max_per_class": 5, "resolution": 16, "shard_size": 20})
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["dataset", "--params", "p.yaml", "--workers", "1"]) == 0
+    assert main(["dataset", "--params", "p.yaml", "--workers", "1"]) == 0  # the pipeline's artifact: replaced
+    assert json.loads(Path("data/dg/raw/manifest.json").read_text())["num_images"] == 50
+    assert main(["images", "--params", "p.yaml", "--workers", "1"]) == 0
+    index = load_index("data/dg/images-16")
+    assert index["num_images"] == 50 and len(index["shards"]) == 3
+    x = np.concatenate([np.asarray(a) for a, _ in iter_shards("data/dg/images-16")])
+    # 32 -> 16: one exact BOX halving of 4x4 blocks = the 8x8 digit upscaled x2
+    d = load_digits()
+    first = [np.flatnonzero(d.target == c)[:5] for c in range(10)]
+    expect = np.kron(np.round(d.images[np.concatenate(first)] * 255 / 16), np.ones((1, 2, 2)))
+    np.testing.assert_array_equal(x[..., 1], expect)
+    shutil.rmtree("data")

@@ -67,7 +67,19 @@ def check_image_bytes(data: bytes) -> str | None:
 
 
 def default_workers() -> int:
-    return os.cpu_count() or 1
+    """Cores this process may use (the SLURM/taskset allocation, not the whole machine)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def load_data_params(path):
+    """(data section, artifact paths) of a params file, for the --params mode of the data stages."""
+    from ..params import load_params, paths
+
+    params = load_params(path or "params.yaml")
+    return params["data"], paths(params)
 
 
 @contextlib.contextmanager

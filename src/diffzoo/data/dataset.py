@@ -12,6 +12,7 @@ imagenet-parquet (Hugging Face ILSVRC/imagenet-1k shards; needs pyarrow).
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import io
 import json
@@ -28,7 +29,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DiffzooError
-from ._util import batched, check_image_bytes, clean_stale, remove_tree, worker_map, write_json_atomic
+from ._util import (batched, check_image_bytes, clean_stale, load_data_params, remove_tree, worker_map,
+                    write_json_atomic)
 
 SOURCES = ("digits", "imagenet-tar", "imagenet-folder", "imagenet-parquet")
 ILSVRC2012_TRAIN_MD5 = "1d675b47d978889d74fa0da5fadfb00e"  # ILSVRC2012_img_train.tar as ImageNet publishes it
@@ -39,20 +41,21 @@ _CHECK_BATCH = 256  # images decoded per pool round: bounds memory while streami
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", choices=SOURCES, default="digits", help="kind of input (default: digits)")
+    p.add_argument("--params", help="take every setting not given below from this params file's `data:` "
+                                    "section, OUT = data/<name>/raw (replaced); the default when --out is absent")
+    p.add_argument("--source", choices=SOURCES, default=None, help="kind of input (default: digits)")
     p.add_argument("--input", nargs="*", default=[], metavar="PATH",
                    help="imagenet-tar: the train tar; imagenet-folder: the folder holding train/<synset>/ "
-                        "(or the synset folders); imagenet-parquet: parquet files or folders of them")
-    p.add_argument("--out", required=True, help="output folder (replaced only with --force)")
+                        "(or the synset folders); imagenet-parquet: parquet files, folders or globs of them, "
+                        "or hf://ILSVRC/imagenet-1k to download (token from HF_TOKEN)")
+    p.add_argument("--out", help="output folder (replaced only with --force)")
     p.add_argument("--sha256", help="imagenet-tar: expected sha256 of the archive (checked while streaming)")
     p.add_argument("--md5", help="imagenet-tar: expected md5; 'ilsvrc2012' = the official "
                                  f"ILSVRC2012_img_train.tar md5 {ILSVRC2012_TRAIN_MD5}")
     p.add_argument("--classes", help="imagenet-parquet: synsets in label order (text, JSON or HF classes.py; "
-                                     "the first n########## tokens are taken in order)")
-    p.add_argument("--hf-repo", help="imagenet-parquet: download the shards of this Hugging Face data set "
-                                     "(e.g. ILSVRC/imagenet-1k, token from HF_TOKEN) instead of --input")
-    p.add_argument("--split", default="train", help="imagenet-parquet with --hf-repo: split to fetch")
-    p.add_argument("--download-dir", help="with --hf-repo: where the shards go (default: the HF cache)")
+                                     "the n######## tokens are taken in order)")
+    p.add_argument("--split", default="train", help="imagenet-parquet from hf://: split to fetch")
+    p.add_argument("--download-dir", help="imagenet-parquet from hf://: where the shards go (default: HF cache)")
     p.add_argument("--max-per-class", type=int, metavar="N",
                    help="keep the first N good images of each class (sorted by file name)")
     p.add_argument("--workers", type=int, default=None, help="processes decoding images (default: cores)")
@@ -60,12 +63,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    source, inputs, out, force = args.source, list(args.input), args.out, args.force
+    sha256, md5, max_per_class = args.sha256, args.md5, args.max_per_class
+    if args.params or out is None:
+        data, paths = load_data_params(args.params)
+        source = source or data["source"]
+        inputs = inputs or ([data["path"]] if data["path"] else [])
+        sha256, md5 = sha256 or data["sha256"], md5 or data["md5"]
+        max_per_class = data["max_per_class"] if max_per_class is None else max_per_class
+        if out is None:
+            out, force = paths["raw"], True  # the pipeline's own artifact: rebuilt when its params change
+    hf_repo = None
+    if len(inputs) == 1 and str(inputs[0]).startswith("hf://"):
+        hf_repo, inputs = str(inputs[0])[len("hf://"):].removeprefix("datasets/"), []
     manifest = build_dataset(
-        args.source, args.input, args.out, sha256=args.sha256, md5=args.md5, classes=args.classes,
-        hf_repo=args.hf_repo, split=args.split, download_dir=args.download_dir,
-        max_per_class=args.max_per_class, workers=args.workers, force=args.force)
+        source or "digits", inputs, out, sha256=sha256, md5=md5, classes=args.classes, hf_repo=hf_repo,
+        split=args.split, download_dir=args.download_dir, max_per_class=max_per_class, workers=args.workers,
+        force=force)
     print(f"dataset {manifest['source']}: {manifest['num_images']} images, {manifest['num_classes']} classes, "
-          f"{manifest['num_corrupt']} excluded -> {args.out}", file=sys.stderr)
+          f"{manifest['num_corrupt']} excluded -> {out}", file=sys.stderr)
     return 0
 
 
@@ -406,7 +422,12 @@ def read_class_list(path) -> list[str]:
 def _parquet_files(inputs: list[Path]) -> list[Path]:
     files = []
     for p in inputs:
-        if p.is_dir():
+        if any(ch in str(p) for ch in "*?["):
+            matched = sorted(Path(m) for m in glob.glob(str(p), recursive=True))
+            if not matched:
+                raise DiffzooError(f"no parquet files match {p}")
+            files.extend(matched)
+        elif p.is_dir():
             files.extend(sorted(p.rglob("*.parquet")))
         elif p.is_file():
             files.append(p)
