@@ -250,3 +250,16 @@ def test_parquet_row_mapping_without_pyarrow(tmp_path):
         _parquet_row(dict(rec, label=0), 0, Path("s.parquet"), "s:0", SYNSETS, sink)
     with pytest.raises(DiffzooError, match="outside"):
         _parquet_row(dict(rec, label=5), 0, Path("s.parquet"), "s:0", SYNSETS, sink)
+
+
+def test_pipelined_batches_with_a_pool(sources, tmp_path, monkeypatch):
+    import diffzoo.data.dataset as ds
+
+    base, _ = sources
+    ref = build_dataset("imagenet-tar", [base / "train.tar"], tmp_path / "ref", workers=1)
+    monkeypatch.setattr(ds, "_CHECK_BATCH", 2)  # many batches in flight while the tar streams
+    m = build_dataset("imagenet-tar", [base / "train.tar"], tmp_path / "a", workers=2)
+    assert _tree(tmp_path / "a") == _tree(tmp_path / "ref") and _summary(m) == _summary(ref)
+    m = build_dataset("imagenet-folder", [base / "folder"], tmp_path / "b", workers=2, max_per_class=2)
+    m1 = build_dataset("imagenet-folder", [base / "folder"], tmp_path / "c", workers=1, max_per_class=2)
+    assert _tree(tmp_path / "b") == _tree(tmp_path / "c") and _summary(m) == _summary(m1)

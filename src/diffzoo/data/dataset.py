@@ -96,6 +96,7 @@ class _Collector:
         self.kept: dict[str, set] = defaultdict(set)
         self.corrupt: list[dict] = []
         self.pending: list[tuple[str, str, bytes, str]] = []
+        self.in_flight = None  # (batch, iterator of reasons) being decoded
 
     def add_class(self, cls: str) -> None:
         if cls not in self.kept:
@@ -111,13 +112,24 @@ class _Collector:
         self.add_class(cls)
         self.pending.append((cls, name, data, where))
         if len(self.pending) >= _CHECK_BATCH:
-            self.flush()
+            self.flush(wait=False)
 
-    def flush(self) -> None:
+    def flush(self, wait: bool = True) -> None:
+        """Start decoding the pending batch, then write the previous batch's good files.
+
+        With a pool the decoding runs in the background while the caller reads the next batch, so at
+        most two batches are in memory. wait=True also finishes the batch just started.
+        """
         batch, self.pending = self.pending, []
-        if not batch:
-            return
-        reasons = self.map(check_image_bytes, [b[2] for b in batch], 8)
+        started = (batch, self.map(check_image_bytes, [b[2] for b in batch], 8)) if batch else None
+        previous, self.in_flight = self.in_flight, started
+        if previous is not None:
+            self._write(*previous)
+        if wait and self.in_flight is not None:
+            current, self.in_flight = self.in_flight, None
+            self._write(*current)
+
+    def _write(self, batch, reasons) -> None:
         for (cls, name, data, where), reason in zip(batch, reasons):
             if reason is None and (name.startswith(".") or "/" in name or name in ("", "..")):
                 reason = "unusable file name"
