@@ -15,10 +15,10 @@ The MoE layer (`SparseMoE`), as the authors' code (feizc/DiT-MoE, models.py) com
 
 Widths, derived from papers.yaml: per block attention 4d^2, adaLN 6d^2, E experts 12d^2 each, shared
 expert 6d^2, router E*d. With these widths every total and active count in papers.yaml is matched
-within 2% (S/2-8E2A 199.7M total / 71.8M active vs 199M / 71M; XL/2-8E2A 4.16B / 1.49B vs 4.1B / 1.5B;
+within 2% (S/2-8E2A 199.3M total / 71.9M active vs 199M / 71M; XL/2-8E2A 4.17B / 1.49B vs 4.1B / 1.5B;
 G/2-16E2A 16.50B / 3.18B vs 16.5B / 3.1B, the one exception at +2.6%: the paper's 3.1B reads as
-3.18B truncated, as its S/2 "71M" is 71.8M truncated). An int(2/3 * 4d) width would give S/2 about
-140M total, far from 199M.
+3.18B truncated, as its S/2 "71M" is 71.9M truncated). An int(2/3 * 4d) width would give S/2 about
+142M total, far from 199M.
 
 Balance loss (per MoE layer, over all tokens of the batch): sum_i P_i * f_i, where P_i is the mean
 router probability of expert i and f_i = E * (fraction of the N*T*k routing slots that chose expert
