@@ -55,6 +55,7 @@ diffusion/rectified_flow.py); sampling them with DDPM produces garbage/NaNs.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -277,15 +278,10 @@ class DiTMoE(DiT):
         return out
 
 
-def _constructor(size: str, num_experts: int):
-    def build(**overrides) -> DiTMoE:
-        kwargs = dict(DIT_MOE_CONFIGS[size], patch_size=2, num_experts=num_experts, top_k=2)
-        kwargs.update(overrides)
-        return DiTMoE(**kwargs)
-
-    build.__doc__ = f"DiT-MoE-{size}/2-{num_experts}E2A: {DIT_MOE_CONFIGS[size]}, {num_experts} experts, top-2"
-    return build
+def _variant(size: str, num_experts: int):
+    """DiT-MoE-{size}/2-{E}E2A: its config as keyword defaults that create_model's overrides replace."""
+    return functools.partial(DiTMoE, **DIT_MOE_CONFIGS[size], patch_size=2, num_experts=num_experts, top_k=2)
 
 
-register_family("DiT-MoE", {f"DiT-MoE-{s}/2-{e}E2A": _constructor(s, e) for s in DIT_MOE_CONFIGS for e in EXPERT_COUNTS},
+register_family("DiT-MoE", {f"DiT-MoE-{s}/2-{e}E2A": _variant(s, e) for s in DIT_MOE_CONFIGS for e in EXPERT_COUNTS},
                 source=[__file__, str(Path(__file__).with_name("dit.py"))])
