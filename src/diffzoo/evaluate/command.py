@@ -1,0 +1,58 @@
+"""`diffzoo evaluate SAMPLES.npz --ref REF.npz`: ADM's evaluator in PyTorch; prints the five numbers
+(IS, FID, sFID, Precision, Recall) and writes metrics.json. Usable on its own as a drop-in."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_extractor_arguments(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    p.add_argument("--extractor", choices=("inception", "classifier"), default=default,
+                   help="feature extractor (default: the one the reference records, else inception)")
+    p.add_argument("--inception-weights", default=None,
+                   help="weights-inception-2015-12-05-6726825d.pth (torch-fidelity's port of ADM's Inception); "
+                        "default: $DIFFZOO_INCEPTION_WEIGHTS, torch.hub's checkpoints dir, or a download")
+    p.add_argument("--classifier-weights", default=None, help="our classifier's .safetensors (its .json beside it)")
+    p.add_argument("--no-download", action="store_true", help="never try to download Inception weights")
+    p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--cache-dir", default=None,
+                   help="cache of reference features/statistics by content (default ~/.cache/diffzoo/evaluate; '' = off)")
+
+
+def extractor_from_args(args, recorded: str | None = None):
+    from .features import load_extractor
+
+    name = args.extractor or recorded or "inception"
+    weights = args.inception_weights if name == "inception" else args.classifier_weights
+    return load_extractor(name, weights, args.device, allow_download=not args.no_download)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("samples", help="ADM sample file (.npz, arr_0 uint8 NHWC), images-stage shard dir or image folder")
+    p.add_argument("--ref", required=True, help="reference: ADM reference batch or `diffzoo reference-stats` output")
+    p.add_argument("--out", default="metrics.json", help="where to write the metrics (JSON)")
+    add_extractor_arguments(p)
+    p.add_argument("--distance-dtype", choices=("float16", "float32"), default="float16",
+                   help="P/R distances: float16 with float32 fallback as ADM, or float32 throughout")
+    p.add_argument("--k", type=int, default=3, help="P/R neighbourhood size (ADM: 3)")
+    p.add_argument("--is-split", type=int, default=5000, help="IS split size, in file order (ADM: 5000)")
+    p.add_argument("--pr-block", type=int, default=10000, help="rows/cols per P/R distance block (ADM: 10000)")
+    p.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (0 = skip KID)")
+    p.add_argument("--kid-subset-size", type=int, default=1000)
+
+
+def run(args) -> int:
+    from .evaluator import check_resolution, evaluate, format_metrics, write_metrics
+    from .images import open_images
+    from .reference import load_reference
+
+    samples = open_images(args.samples)   # cheap checks first: shape, dtype, reference
+    ref = load_reference(args.ref)
+    check_resolution(ref, samples)
+    extractor = extractor_from_args(args, (ref.extractor or {}).get("name"))
+    metrics = evaluate(samples, ref, extractor, batch_size=args.batch_size, is_split=args.is_split, k=args.k,
+                       distance_dtype=args.distance_dtype, pr_block=args.pr_block, kid_subsets=args.kid_subsets,
+                       kid_subset_size=args.kid_subset_size, cache_dir=args.cache_dir)
+    print(format_metrics(metrics))
+    write_metrics(metrics, args.out)
+    return 0

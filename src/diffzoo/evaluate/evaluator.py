@@ -1,0 +1,117 @@
+"""Evaluate a sample file against a reference: ADM's five numbers, KID, class accuracy, provenance."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DiffzooError
+from .images import ImageSource, open_images
+from .metrics import frechet_distance, kid, precision_recall
+from .reference import Reference, default_cache_dir, load_reference, reference_features, stream_features
+
+METRICS_VERSION = 1
+
+
+def check_resolution(ref: Reference, source: ImageSource) -> None:
+    if ref.resolution is not None and ref.resolution != source.resolution:
+        raise DiffzooError(
+            f"reference {ref.path} holds {ref.resolution[0]}x{ref.resolution[1]} images but the samples are "
+            f"{source.height}x{source.width}: use the reference batch of the samples' resolution")
+
+
+def check_compatible(ref: Reference, source: ImageSource, extractor) -> None:
+    """One clear line for a reference of another resolution or another feature extractor."""
+    check_resolution(ref, source)
+    recorded = ref.extractor
+    if recorded is None:
+        if extractor.name != "inception":
+            raise DiffzooError(f"reference {ref.path} is an ADM batch of Inception statistics; it cannot be used "
+                               f"with the {extractor.name} feature extractor (compute one with reference-stats)")
+        return
+    if recorded.get("name") != extractor.name or recorded.get("weights_sha256") != extractor.weights_sha256:
+        raise DiffzooError(
+            f"reference {ref.path} was computed with feature extractor {recorded.get('name')} "
+            f"(weights sha256 {str(recorded.get('weights_sha256'))[:12]}), evaluation uses {extractor.name} "
+            f"({extractor.weights_sha256[:12]}): numbers from different extractors must not be mixed")
+
+
+def evaluate(samples: str | Path | ImageSource, reference: str | Path | Reference, extractor, *,
+             batch_size: int = 100, is_split: int = 5000, k: int = 3, distance_dtype: str = "float16",
+             pr_block: int = 10000, kid_subsets: int = 100, kid_subset_size: int = 1000,
+             cache_dir: str | Path | None = None) -> dict:
+    """All metrics of ``samples`` (ADM npz, shard dir or image folder) against ``reference``."""
+    t0 = time.perf_counter()
+    source = samples if isinstance(samples, ImageSource) else open_images(samples)
+    ref = reference if isinstance(reference, Reference) else load_reference(reference)
+    check_compatible(ref, source, extractor)
+    cache_dir = default_cache_dir() if cache_dir is None else cache_dir
+    ref_pool = reference_features(ref, extractor, batch_size, cache_dir or None)
+    t_ref = time.perf_counter()
+
+    run = stream_features(source, extractor, batch_size, is_split=is_split)
+    t_feat = time.perf_counter()
+    fid = frechet_distance(run.pool.mean(), run.pool.cov(), ref.mu, ref.sigma)
+    sfid = None
+    if run.spatial is not None and ref.mu_s is not None:
+        sfid = frechet_distance(run.spatial.mean(), run.spatial.cov(), ref.mu_s, ref.sigma_s)
+    t_fid = time.perf_counter()
+    precision = recall = kid_out = None
+    if ref_pool is not None:
+        device = getattr(extractor, "device", "cpu")
+        precision, recall = precision_recall(ref_pool, run.kept_pool, k=k, dtype=distance_dtype,
+                                             row_block=pr_block, col_block=pr_block, device=device)
+        if kid_subsets:
+            kid_out = kid(ref_pool, run.kept_pool, subsets=kid_subsets, subset_size=kid_subset_size)
+    t_pr = time.perf_counter()
+    accuracy = None if run.class_correct is None else run.class_correct / run.num_images
+    return {
+        "version": METRICS_VERSION,
+        "feature_extractor": extractor.describe(),
+        "inception_score": run.inception_score,
+        "fid": fid,
+        "sfid": sfid,
+        "precision": precision,
+        "recall": recall,
+        "kid": kid_out,
+        "class_accuracy": accuracy,
+        "samples": {"path": str(source.path), "num_images": run.num_images,
+                    "resolution": list(source.resolution), "conditional": source.labels is not None},
+        "reference": {"path": ref.path, "format": "diffzoo" if ref.meta else "ADM",
+                      "num_images": None if ref_pool is None else int(len(ref_pool)),
+                      "stats_from": ref.meta.get("images", "file's mu/sigma")},
+        "settings": {"k": k, "distance_dtype": distance_dtype, "is_split": is_split, "batch_size": batch_size,
+                     "pr_block": pr_block, "kid_subsets": kid_subsets, "kid_subset_size": kid_subset_size},
+        "seconds": {"reference_features": round(t_ref - t0, 3), "sample_features": round(t_feat - t_ref, 3),
+                    "fid_sfid": round(t_fid - t_feat, 3), "precision_recall_kid": round(t_pr - t_fid, 3),
+                    "images_per_second": round(run.num_images / max(t_feat - t_ref, 1e-9), 2)},
+    }
+
+
+def format_metrics(m: dict) -> str:
+    """ADM's printout (five numbers), then what differs from it."""
+    def num(v, fmt):
+        return "n/a" if v is None else format(v, fmt)
+
+    fe = m["feature_extractor"]
+    lines = [f"Inception Score: {num(m['inception_score'], '.4f')}", f"FID: {num(m['fid'], '.6f')}",
+             f"sFID: {num(m['sfid'], '.6f')}", f"Precision: {num(m['precision'], '.4f')}",
+             f"Recall: {num(m['recall'], '.4f')}"]
+    if m.get("kid"):
+        lines.append(f"KID: {m['kid']['mean']:.6f} +- {m['kid']['std']:.6f}")
+    if m.get("class_accuracy") is not None:
+        lines.append(f"Class accuracy: {m['class_accuracy']:.4f}")
+    lines.append(f"Feature extractor: {fe['name']} (weights sha256 {fe['weights_sha256'][:12]})")
+    if fe["name"] == "inception" and not fe.get("weights_verified", True):
+        lines.append("WARNING: these Inception weights are not torch-fidelity's published file; "
+                     "the numbers are not comparable with the papers'")
+    return "\n".join(lines)
+
+
+def write_metrics(m: dict, out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(m, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o)) + "\n")
+    return out

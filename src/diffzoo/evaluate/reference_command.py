@@ -1,0 +1,29 @@
+"""`diffzoo reference-stats IMAGES --out REF.npz`: ADM-format reference statistics (mu, sigma, mu_s,
+sigma_s, arr_0) of a data set's images for one feature extractor, cached by content."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .command import add_extractor_arguments
+
+    p.add_argument("images", help="images-stage shard dir (index.json), image folder or ADM npz")
+    p.add_argument("--out", required=True, help="reference .npz to write")
+    add_extractor_arguments(p, default="inception")
+    p.add_argument("--num-ref", type=int, default=10000, help="images kept as arr_0 for Precision/Recall (ADM: 10000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the arr_0 subset when the data set is larger")
+
+
+def run(args) -> int:
+    from .command import extractor_from_args
+    from .reference import compute_reference, default_cache_dir
+
+    extractor = extractor_from_args(args)
+    cache = default_cache_dir() if args.cache_dir is None else (args.cache_dir or None)
+    meta = compute_reference(args.images, extractor, args.out, num_ref_images=args.num_ref, seed=args.seed,
+                             batch_size=args.batch_size, cache_dir=cache)
+    print(json.dumps({k: meta[k] for k in ("num_images", "num_ref_images", "resolution", "cache")}
+                     | {"feature_extractor": meta["feature_extractor"]["name"], "out": args.out}))
+    return 0
