@@ -58,13 +58,14 @@ def main() -> None:
         "dense SwiGLU 10d (same active params)": SwiGLU(d, 10 * d),
     }
     x = torch.randn(args.tokens // 256, 256, d, device=device, dtype=dtype)
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
-          f"{args.dtype}, d={d}, {args.tokens} tokens, torch {torch.__version__}\n")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"device {device} ({where}), {args.dtype}, d={d}, {args.tokens} tokens, torch {torch.__version__}\n")
     print("| layer | active params/token | forward tokens/s | fwd+bwd tokens/s |")
     print("|---|---|---|---|")
     for name, layer in layers.items():
         layer = layer.to(device=device, dtype=dtype).train()
-        active = sum(p.numel() for p in layer.parameters()) - (layer.inactive_params() if hasattr(layer, "inactive_params") else 0)
+        unused = layer.inactive_params() if hasattr(layer, "inactive_params") else 0
+        active = sum(p.numel() for p in layer.parameters()) - unused
         xg = x.clone().requires_grad_()
 
         def fwd():

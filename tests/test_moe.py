@@ -210,3 +210,14 @@ def test_loads_authors_state_dict_layout():
     fresh.load_state_dict(authors, strict=True)
     x, t, y = torch.randn(2, 4, 8, 8), torch.tensor([3, 700]), torch.tensor([0, 9])
     torch.testing.assert_close(fresh.eval()(x, t, y), m(x, t, y))
+
+
+def test_bf16_autocast_uses_the_grouped_path_and_stays_close():
+    torch.manual_seed(8)
+    layer = SparseMoE(64, 256, num_experts=8, top_k=2, dispatch="auto")
+    x = torch.randn(2, 16, 64)
+    expected = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    assert out.dtype == torch.bfloat16 and not layer._counted_by_matmuls  # grouped_mm ran
+    torch.testing.assert_close(out.float(), expected, atol=0.05, rtol=0.05)

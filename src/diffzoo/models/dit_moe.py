@@ -33,8 +33,10 @@ paper's text says 0.005. Pass `balance_loss_coef=0.005` for the paper's value.
 Dispatch: the N*T*k (token, expert) slots are sorted by expert (stable argsort), the tokens gathered
 in that order, and every expert's contiguous group is computed by one grouped matrix product per
 projection (`torch.nn.functional.grouped_mm`, one kernel over all experts); where grouped_mm cannot
-run (float64, widths not 16-byte aligned, CUDA before sm90) the same sorted groups are computed by one
-matmul per expert (a loop over E experts, never over tokens). Only the selected experts are computed.
+run (float64, widths not 16-byte aligned; on CUDA anything but bf16 on sm80+, its documented
+support) the same sorted groups are computed by one matmul per expert (a loop over E experts, never
+over tokens). Only the selected experts are computed. Under autocast the gathered tokens are cast
+to the autocast dtype first (grouped_mm is not on autocast's lists).
 
 FLOP counting (`flops.count_macs`, "Gflops" = MACs at batch 1): torch's FlopCounterMode does not see
 grouped_mm, and on the meta device the data-dependent grouping cannot run (the routed experts are
@@ -124,8 +126,8 @@ class GroupedExperts(nn.Module):
             return False
         if (self.dim * x.element_size()) % 16 or (self.hidden * x.element_size()) % 16:
             return False
-        if x.device.type == "cuda":
-            return torch.cuda.get_device_capability(x.device) >= (9, 0)
+        if x.device.type == "cuda":  # torch documents bf16 on sm80+ for the CUDA kernels
+            return x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device) >= (8, 0)
         return x.device.type == "cpu"
 
     def forward(self, xs: torch.Tensor, counts: torch.Tensor, mode: str) -> torch.Tensor:
@@ -133,7 +135,8 @@ class GroupedExperts(nn.Module):
         w1, w3, w2 = (w.to(xs.dtype) for w in (self.gate_proj, self.up_proj, self.down_proj))
         if mode == "grouped_mm":
             offs = counts.cumsum(0).to(torch.int32)
-            hid = F.silu(F.grouped_mm(xs, w1.transpose(1, 2), offs=offs)) * F.grouped_mm(xs, w3.transpose(1, 2), offs=offs)
+            hid = F.silu(F.grouped_mm(xs, w1.transpose(1, 2), offs=offs))
+            hid = hid * F.grouped_mm(xs, w3.transpose(1, 2), offs=offs)
             return F.grouped_mm(hid, w2.transpose(1, 2), offs=offs)
         outs = []
         for e, part in enumerate(xs.split(counts.tolist())):
@@ -183,8 +186,11 @@ class SparseMoE(nn.Module):
         else:
             order = torch.argsort(flat, stable=True)
             counts = torch.bincount(flat, minlength=self.num_experts)
-            mode = self._mode(h)
-            ys = self.experts(h[order // self.top_k], counts, mode)
+            xs = h[order // self.top_k]
+            if torch.is_autocast_enabled(xs.device.type):  # grouped_mm is not on autocast's lists
+                xs = xs.to(torch.get_autocast_dtype(xs.device.type))
+            mode = self._mode(xs)
+            ys = self.experts(xs, counts, mode)
             self._counted_by_matmuls = mode == "loop"
             inverse = torch.empty_like(order)
             inverse[order] = torch.arange(order.numel(), device=order.device)
