@@ -15,6 +15,12 @@ from .errors import DiffzooError
 COMMANDS = {
     "models": ("diffzoo.commands.models", "list registered backbones with parameters and Gflops"),
     "import-checkpoint": ("diffzoo.checkpoints", "verify an official DiT checkpoint and store it as safetensors"),
+    "dataset": ("diffzoo.data.dataset", "bring a labeled image data set into the canonical folder layout"),
+    "images": ("diffzoo.data.images", "ADM center crop of every image to the resolution, in shards"),
+    "latents": ("diffzoo.latents", "encode images shards to latents (VAE posterior mean/std, or identity)"),
+    "train": ("diffzoo.train", "train one experiment (resumable; torchrun on several GPUs)"),
+    "sample": ("diffzoo.sample", "sample N images of one experiment to an ADM-format npz and a grid PNG"),
+    "report": ("diffzoo.report.tables", "the papers' tables (published rows beside ours) and the plots"),
     "evaluate": ("diffzoo.evaluate.command", "FID, sFID, IS, Precision, Recall of a sample file (ADM definitions)"),
 }
 

@@ -1,0 +1,17 @@
+# diffzoo: params.yaml -> the papers' tables. Thin: the rules live in workflow/rules, each one call of
+# the `diffzoo` CLI; which params and code each job depends on comes from src/diffzoo/params.py.
+#   snakemake --cores 2                                   # the embedded default
+#   snakemake --cores 8 --configfile configs/dit_table4.yaml   # a paper preset
+configfile: "params.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/experiments.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        REPORT_OUTPUTS,
+        expand(rules.sample.output.grid, exp=EXPERIMENTS),

@@ -1,0 +1,174 @@
+"""Latent precompute: images shards -> latent shards, and decoding back to pixels.
+
+`vae: identity` trains in pixel space: a latent is the image scaled to [-1, 1]. Otherwise a diffusers
+`AutoencoderKL.from_pretrained(name)` (default stabilityai/sd-vae-ft-ema) encodes each image and its
+horizontal flip; we store the posterior mean and std, not one frozen sample (as fast-DiT does), so
+training draws a fresh posterior sample z = (mean + std * eps) * scale at every step, which is what
+DiT's own training loop computes from pixels.
+
+On disk: `DIR/shard-00000/{mean,std,mean_flip,std_flip,labels}.npy` (float16 mean/std; std absent for
+identity) and `DIR/index.json`. Each shard is written to a temporary folder and renamed, so an
+interrupted run keeps its finished shards and resumes after them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DiffzooError
+from .utils import atomic_dir, write_json
+
+
+class Identity:
+    """Pixel space: uint8 images <-> [-1, 1]."""
+
+    scale = 1.0
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return images.float() / 127.5 - 1.0, None
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+
+class VAE:
+    """A diffusers AutoencoderKL: encode to the posterior (mean, std), decode z / scale."""
+
+    def __init__(self, name: str, scale: float, device: torch.device, dtype: torch.dtype = torch.float32):
+        try:
+            from diffusers.models import AutoencoderKL
+        except ImportError as err:  # pragma: no cover - diffusers is a dependency
+            raise DiffzooError(f"diffusers is needed for vae={name!r}: {err}") from None
+        try:
+            self.vae = AutoencoderKL.from_pretrained(name).to(device=device, dtype=dtype).eval()
+        except OSError as err:
+            raise DiffzooError(
+                f"cannot load the VAE {name!r}: {str(err).splitlines()[0]} -- on a machine with network run "
+                f"`huggingface-cli download {name}` (it lands in the Hugging Face cache, $HF_HOME), or give "
+                f"latents.vae as a local folder saved with save_pretrained") from None
+        self.scale = scale
+        self.device, self.dtype = device, dtype
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor):
+        x = (images.float() / 127.5 - 1.0).to(self.device, self.dtype)
+        dist = self.vae.encode(x).latent_dist
+        return dist.mean.float(), dist.std.float()
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode((z / self.scale).to(self.device, self.dtype)).sample.float()
+
+
+def make_codec(vae: str, scale: float, device: torch.device | str = "cpu", dtype: str = "float32"):
+    if vae == "identity":
+        return Identity()
+    return VAE(vae, scale, torch.device(device), getattr(torch, dtype))
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """[-1, 1] images (N, C, H, W) -> uint8 (N, H, W, C) exactly as DiT's sample_ddp.py does."""
+    return torch.clamp(127.5 * x + 128.0, 0, 255).permute(0, 2, 3, 1).to("cpu", dtype=torch.uint8).numpy()
+
+
+def encode_shards(images_dir: Path, out_dir: Path, vae: str = "identity", scale: float = 0.18215,
+                  batch_size: int = 64, flips: bool = True, device: str = "cpu", dtype: str = "float32") -> dict:
+    """Encode every images shard; shards already present in out_dir are kept (resume)."""
+    from .data.shards import iter_shards, load_index
+
+    index = load_index(images_dir)
+    codec = make_codec(vae, scale, device, dtype)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for i, (images, labels) in enumerate(iter_shards(images_dir)):
+        name = f"shard-{i:05d}"
+        shards.append(name)
+        if (out_dir / name / "labels.npy").exists():
+            continue
+        with atomic_dir(out_dir / name) as tmp:
+            arrays: dict[str, list] = {}
+            for start in range(0, len(images), batch_size):
+                batch = torch.from_numpy(np.array(images[start:start + batch_size])).permute(0, 3, 1, 2)
+                views = {"": batch, "_flip": batch.flip(3)} if flips else {"": batch}
+                for suffix, view in views.items():
+                    mean, std = codec.encode(view)
+                    arrays.setdefault("mean" + suffix, []).append(mean.half().numpy())
+                    if std is not None:
+                        arrays.setdefault("std" + suffix, []).append(std.half().numpy())
+            for key, parts in arrays.items():
+                np.save(tmp / f"{key}.npy", np.concatenate(parts))
+            np.save(tmp / "labels.npy", np.asarray(labels, dtype=np.int64))
+    if not shards:
+        raise DiffzooError(f"{images_dir} holds no image shards")
+    shape = list(np.load(out_dir / shards[0] / "mean.npy", mmap_mode="r").shape[1:])
+    meta = {"vae": vae, "scale": scale if vae != "identity" else 1.0, "flips": flips, "shape": shape,
+            "num_images": index["num_images"], "classes": index["classes"], "shards": shards,
+            "resolution": index["resolution"]}
+    write_json(out_dir / "index.json", meta)
+    return meta
+
+
+class LatentDataset(torch.utils.data.Dataset):
+    """Latents for training: item i -> (z, label), z a fresh posterior sample of image i or of its
+    flip (p = 0.5), times the scale. Shards are memory-mapped."""
+
+    def __init__(self, latents_dir: Path):
+        latents_dir = Path(latents_dir)
+        index_path = latents_dir / "index.json"
+        if not index_path.is_file():
+            raise DiffzooError(f"{latents_dir} has no index.json: run the latents stage first")
+        self.meta = json.loads(index_path.read_text())
+        self.scale = self.meta["scale"]
+        self.arrays = []
+        for name in self.meta["shards"]:
+            d = latents_dir / name
+            self.arrays.append({p.stem: np.load(p, mmap_mode="r") for p in d.glob("*.npy")})
+        self.labels = np.concatenate([a["labels"] for a in self.arrays])
+        self.offsets = np.cumsum([0] + [len(a["labels"]) for a in self.arrays])
+
+    def __len__(self):
+        return int(self.offsets[-1])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.meta["classes"])
+
+    def get(self, i: int, flip: bool, eps: torch.Tensor | None) -> tuple[torch.Tensor, int]:
+        s = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        j = i - int(self.offsets[s])
+        arr = self.arrays[s]
+        suffix = "_flip" if flip and "mean_flip" in arr else ""
+        mean = torch.from_numpy(np.asarray(arr["mean" + suffix][j], dtype=np.float32))
+        if "std" + suffix in arr and eps is not None:
+            mean = mean + torch.from_numpy(np.asarray(arr["std" + suffix][j], dtype=np.float32)) * eps
+        return mean * self.scale, int(arr["labels"][j])
+
+    def batch(self, indices, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training batch: flips and posterior noise drawn from `generator` (resumable by seed)."""
+        flips = torch.rand(len(indices), generator=generator) < 0.5
+        shape = self.meta["shape"]
+        eps = torch.randn((len(indices), *shape), generator=generator)
+        items = [self.get(int(i), bool(f), e) for i, f, e in zip(indices, flips, eps)]
+        return torch.stack([z for z, _ in items]), torch.tensor([y for _, y in items], dtype=torch.long)
+
+
+# ---- `diffzoo latents` ------------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def run(args) -> int:
+    from .params import load_params, paths
+
+    params = load_params(args.params)
+    lat = params["latents"]
+    p = paths(params)
+    meta = encode_shards(p["images"], p["latents"], lat["vae"], lat["scale"], lat["batch_size"], lat["flips"],
+                         args.device, lat["dtype"])
+    print(f"latents: {meta['num_images']} images -> {p['latents']} (shape {meta['shape']}, vae {lat['vae']})")
+    return 0

@@ -1,0 +1,248 @@
+"""The schema of params.yaml: validation, defaults and the per-stage slices.
+
+Every `diffzoo <stage>` call and the Snakefile validate the whole file before anything runs: an
+unknown key, a wrong type or an unknown backbone gives one line naming the key and what is allowed.
+Each stage reads only its slice (`stage_slice`), which is also what the workflow engines track, so a
+change reruns exactly the stages whose slice changed.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import DiffzooError
+
+DEFAULT_PARAMS = "params.yaml"
+
+
+class Choice:
+    def __init__(self, *options):
+        self.options = options
+
+    def __repr__(self):
+        return " | ".join(map(repr, self.options))
+
+
+class Optional:
+    def __init__(self, kind):
+        self.kind = kind
+
+    def __repr__(self):
+        return f"{_type_name(self.kind)} or null"
+
+
+ANY_DICT = dict  # free-form mapping (model_args: checked when the model is built)
+
+# Section -> key -> (type, default). Types: int, float, bool, str, dict, Choice(...), Optional(t).
+SCHEMA: dict[str, dict[str, tuple]] = {
+    "data": {
+        "name": (str, "digits"),                   # artifacts go under data/<name>/
+        "source": (Choice("digits", "imagenet-tar", "imagenet-folder", "imagenet-parquet"), "digits"),
+        "path": (Optional(str), None),             # archive, folder or parquet glob (ImageNet sources)
+        "md5": (Optional(str), None),              # expected checksum of the archive
+        "sha256": (Optional(str), None),
+        "max_per_class": (Optional(int), None),    # cap per class for smoke runs; null = all images
+        "resolution": (int, 16),                   # ADM center crop side in pixels
+        "shard_size": (int, 10000),                # images per shard of the images stage
+    },
+    "latents": {
+        "vae": (str, "identity"),                  # "identity" (pixel space) or a diffusers AutoencoderKL repo id
+        "scale": (float, 0.18215),                 # latent scale factor (SD VAE: 0.18215)
+        "batch_size": (int, 64),
+        "dtype": (Choice("float32", "bfloat16"), "float32"),
+        "flips": (bool, True),                     # also store the horizontal flip (DiT's augmentation)
+    },
+    "classifier": {                                # in-domain feature extractor for data without Inception
+        "epochs": (int, 8),
+        "batch_size": (int, 128),
+        "lr": (float, 2.0e-3),
+        "width": (int, 32),
+        "seed": (int, 0),
+    },
+    "train": {                                     # defaults for every experiment (override per experiment)
+        "steps": (int, 300),
+        "global_batch_size": (int, 64),            # across all GPUs; per-GPU batch = this / world size
+        "lr": (float, 1.0e-4),                     # AdamW, no warmup, no clipping (DiT)
+        "weight_decay": (float, 0.0),
+        "ema_decay": (float, 0.9999),
+        "ckpt_every": (int, 100),                  # steps between atomic checkpoints (resume points)
+        "log_every": (int, 10),
+        "seed": (int, 0),
+        "precision": (Choice("fp32", "bf16"), "fp32"),
+        "compile": (bool, False),                  # torch.compile the model (GPU)
+        "grad_checkpointing": (bool, False),
+        "num_workers": (int, 0),
+    },
+    "sample": {
+        "num_samples": (int, 500),                 # 50000 for the papers' FID-50K
+        "batch_size": (int, 250),                  # per GPU
+        "sampling_steps": (str, "50"),             # ddpm respacing ("250", "ddim50") or Euler steps (rectified flow)
+        "sampler": (Choice("ddpm", "ddim"), "ddpm"),
+        "cfg_scale": (float, 1.0),                 # 1.0 = no guidance
+        "guidance": (Choice("legacy3", "all"), "all"),  # legacy3 = official DiT (channels 0..2 only)
+        "seed": (int, 0),
+        "grid": (int, 8),                          # the PNG grid shows grid x grid samples
+    },
+    "evaluate": {
+        "feature_extractor": (Choice("classifier", "inception"), "classifier"),
+        "inception_weights": (Optional(str), None),   # local weights file for torch-fidelity's inception-v3-compat
+        "reference": (Optional(str), None),           # ADM reference batch .npz; null = computed from data images
+        "pr_distance_dtype": (Choice("float16", "float32"), "float16"),
+        "batch_size": (int, 250),
+    },
+    "report": {
+        "tables": (list, ["default"]),             # paper presets to assemble (see report/tables.py)
+    },
+    "resources": {                                 # what the SLURM profile requests per job
+        "train_gpus": (int, 1),
+        "sample_gpus": (int, 1),
+        "gpu_model": (Optional(str), None),        # e.g. h100; null = any
+    },
+}
+EXPERIMENT_KEYS = {
+    "model": (str, None),            # registered model name, e.g. DiT-XL/2
+    "model_args": (dict, {}),        # constructor overrides, e.g. {hidden_size: 64, depth: 2}
+    "objective": (Choice("ddpm", "rectified_flow"), "ddpm"),
+    "train": (dict, {}),             # overrides of the train section
+    "sample": (dict, {}),            # overrides of the sample section
+}
+EXPERIMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _type_name(kind) -> str:
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string", dict: "a mapping",
+            list: "a list"}.get(kind, repr(kind))
+
+
+def _check_value(where: str, kind, value) -> Any:
+    if isinstance(kind, Optional):
+        return None if value is None else _check_value(where, kind.kind, value)
+    if isinstance(kind, Choice):
+        if value not in kind.options:
+            raise DiffzooError(f"params: {where} = {value!r} is not allowed; allowed: {kind!r}")
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is float and isinstance(value, str):
+        raise DiffzooError(f"params: {where} = {value!r} is a string, not a number; write floats with a dot "
+                           f"and a signed exponent (1.0e-4), which YAML 1.1 (Snakemake) and 1.2 (DVC) both read")
+    if kind is str and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise DiffzooError(f"params: {where} must be {_type_name(kind)}, got {value!r}")
+    return value
+
+
+def _check_section(where: str, spec: dict, given: dict) -> dict:
+    if not isinstance(given, dict):
+        raise DiffzooError(f"params: {where} must be a mapping, got {given!r}")
+    unknown = sorted(set(given) - set(spec))
+    if unknown:
+        raise DiffzooError(f"params: unknown key {where}.{unknown[0]}; allowed: {', '.join(spec)}")
+    out = {}
+    for key, (kind, default) in spec.items():
+        out[key] = _check_value(f"{where}.{key}", kind, given[key]) if key in given else copy.deepcopy(default)
+    return out
+
+
+def validate(raw: dict) -> dict:
+    """The params with defaults filled in; raises DiffzooError naming the first bad key."""
+    from .models import check_model_name
+
+    if not isinstance(raw, dict):
+        raise DiffzooError("params: the file must hold a mapping of sections")
+    allowed = list(SCHEMA) + ["experiments"]
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise DiffzooError(f"params: unknown section {unknown[0]!r}; allowed: {', '.join(allowed)}")
+    params = {section: _check_section(section, spec, raw.get(section) or {}) for section, spec in SCHEMA.items()}
+    from .report.tables import TABLES
+    bad = [t for t in params["report"]["tables"] if t not in TABLES]
+    if bad:
+        raise DiffzooError(f"params: report.tables has unknown table {bad[0]!r}; allowed: {', '.join(TABLES)}")
+    experiments = raw.get("experiments")
+    if not isinstance(experiments, dict) or not experiments:
+        raise DiffzooError("params: 'experiments' must map experiment ids to {model, model_args, objective, train, sample}")
+    params["experiments"] = {}
+    for exp_id, exp in experiments.items():
+        where = f"experiments.{exp_id}"
+        if not isinstance(exp_id, str) or not EXPERIMENT_ID.match(exp_id):
+            raise DiffzooError(f"params: experiment id {exp_id!r} must be letters, digits, '_', '-', '.'")
+        if not isinstance(exp, dict):
+            raise DiffzooError(f"params: {where} must be a mapping")
+        # dvc.yaml tracks each of these keys of each experiment, so all must be written out.
+        missing = [k for k in EXPERIMENT_KEYS if k not in exp]
+        if missing:
+            raise DiffzooError(f"params: {where} lacks {', '.join(missing)} (write every one of "
+                               f"{', '.join(EXPERIMENT_KEYS)}; use {{}} for no overrides)")
+        checked = _check_section(where, EXPERIMENT_KEYS, exp)
+        try:
+            check_model_name(checked["model"])
+        except KeyError as err:
+            raise DiffzooError(f"params: {where}.model: {err.args[0]}") from None
+        # Overrides hold only the keys they set: check them, then lay them over the section's values.
+        for section in ("train", "sample"):
+            given, spec = checked[section], SCHEMA[section]
+            unknown = sorted(set(given) - set(spec))
+            if unknown:
+                raise DiffzooError(f"params: unknown key {where}.{section}.{unknown[0]}; allowed: {', '.join(spec)}")
+            overrides = {k: _check_value(f"{where}.{section}.{k}", spec[k][0], v) for k, v in given.items()}
+            checked[section] = {**params[section], **overrides}
+        params["experiments"][exp_id] = checked
+    return params
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DiffzooError(f"params file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise DiffzooError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    try:
+        return validate(raw)
+    except DiffzooError as err:
+        raise DiffzooError(f"{path}: {err}") from None
+
+
+def experiment(params: dict, exp_id: str) -> dict:
+    if exp_id not in params["experiments"]:
+        raise DiffzooError(f"unknown experiment {exp_id!r}; params.yaml has: {', '.join(params['experiments'])}")
+    return params["experiments"][exp_id]
+
+
+# ---- artifact paths: one place, used by the CLI, the Snakefile and (written out) dvc.yaml ----------
+def data_dir(params: dict) -> Path:
+    return Path("data") / params["data"]["name"]
+
+
+def paths(params: dict, exp_id: str | None = None) -> dict[str, Path]:
+    d = data_dir(params)
+    res = params["data"]["resolution"]
+    out = {
+        "raw": d / "raw",
+        "images": d / f"images-{res}",
+        "latents": d / f"latents-{res}",
+        # The feature extractor (our classifier, or Inception) and the real images' statistics.
+        "reference": d / f"reference-{res}-{params['evaluate']['feature_extractor']}",
+        "results": Path("results"),
+    }
+    if exp_id is not None:
+        e = Path("data") / "experiments" / exp_id
+        out.update({
+            "exp": e,
+            "checkpoints": e / "checkpoints",
+            "model": e / "model.safetensors",
+            "model_config": e / "model.json",
+            "train_metrics": Path("results") / "train" / f"{exp_id}.json",
+            "train_log": Path("results") / "train" / f"{exp_id}.tsv",
+            "samples": e / "samples.npz",
+            "grid": Path("results") / "samples" / f"{exp_id}.png",
+            "metrics": Path("results") / "metrics" / f"{exp_id}.json",
+        })
+    return out

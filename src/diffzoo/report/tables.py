@@ -1,0 +1,199 @@
+"""`diffzoo report`: the papers' tables with our rows beside the published ones, and the plots.
+
+A table is named in params.yaml `report.tables`: "default" holds our experiments only; a paper's
+name (see TABLES) adds that paper's published rows from papers.yaml. Every row names the feature
+extractor its metrics came from: published rows are the ADM suite's Inception; ours are whatever
+evaluate.feature_extractor was. Numbers from different extractors are never comparable, so the
+column is always there and the FID-vs-Gflops plot draws each extractor as its own series.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+from ..utils import atomic_path
+from .published import load_papers
+
+COLUMNS = ["source", "experiment", "model", "setting", "features", "fid", "sfid", "is", "precision", "recall",
+           "params", "gflops", "train_images", "gpu_hours"]
+ADM = "inception (ADM suite)"
+
+
+def _paper_rows(block: dict, model: str, source: str, extra: dict | None = None) -> list[dict]:
+    rows = []
+    for setting, v in block.items():
+        rows.append({"source": source, "experiment": "", "model": model, "setting": setting, "features": ADM,
+                     "fid": v.get("fid", v.get("fid50k")), "sfid": v.get("sfid"), "is": v.get("is"),
+                     "precision": v.get("precision"), "recall": v.get("recall"),
+                     "train_images": v.get("images_seen"), **(extra or {})})
+    return rows
+
+
+def published_rows(table: str) -> list[dict]:
+    """The published rows of one paper table (papers.yaml, with its source named in each row)."""
+    P = load_papers()
+    dit, moe = P["dit"], P["dit_moe"]
+    if table == "default":
+        return []
+    if table == "dit_table4":
+        return [{"source": "DiT Table 4", "experiment": "", "model": f"DiT-{cfg}", "setting": "400K steps, no guidance",
+                 "features": ADM, "fid": v["fid50k"], "gflops": v["gflops"], "params": dit["params_256"][cfg],
+                 "train_images": 400_000 * 256} for cfg, v in dit["table4_256"].items()]
+    if table == "dit_imagenet256":
+        return _paper_rows(dit["imagenet256_xl2_7M_steps"], "DiT-XL/2", "DiT Table 2 (7M steps)",
+                           {"params": dit["params_256"]["XL/2"], "gflops": dit["table4_256"]["XL/2"]["gflops"],
+                            "train_images": 7_000_000 * 256})
+    if table == "dit_imagenet512":
+        return _paper_rows(dit["imagenet512_xl2_3M_steps"], "DiT-XL/2", "DiT Table 3 (3M steps)",
+                           {"params": dit["params_512"]["XL/2"], "gflops": dit["xl2_512_gflops"],
+                            "train_images": 3_000_000 * 256})
+    if table == "diffussm_imagenet256":
+        d = P["diffussm"]
+        return _paper_rows(d["imagenet256_xl"], "DiffuSSM-XL", "DiffuSSM Table 2",
+                           {"params": d["xl"]["params_approx"], "gflops": d["xl"]["gflops_256"]})
+    if table == "dis_imagenet256":
+        d = P["dis"]
+        return _paper_rows({"guided": d["imagenet256_h2_guided"]}, "DiS-H/2", "DiS Table 3",
+                           {"params": d["params_256_class_cond_p2"]["H/2"] * 1e6})
+    if table == "dit_moe_imagenet256":
+        c = moe["configs"]["XL/2-8E2A"]
+        return _paper_rows({"guided": moe["imagenet256_xl2_guided"]}, "DiT-MoE-XL/2-8E2A", "DiT-MoE Table 3",
+                           {"params": c["params_total"], "gflops": c["gflops"]})
+    raise KeyError(f"unknown table {table!r}; known: {', '.join(TABLES)}")
+
+
+TABLES = ["default", "dit_table4", "dit_imagenet256", "dit_imagenet512", "diffussm_imagenet256",
+          "dis_imagenet256", "dit_moe_imagenet256"]
+
+
+def our_rows(params: dict) -> list[dict]:
+    from ..params import paths
+
+    rows = []
+    for exp_id, exp in params["experiments"].items():
+        p = paths(params, exp_id)
+        metrics = json.loads(p["metrics"].read_text())
+        train = json.loads(p["train_metrics"].read_text())
+        s = exp["sample"]
+        setting = f"{exp['objective']}, {train['steps']} steps, {s['num_samples']} samples, " \
+                  f"{s['sampling_steps']} {'Euler' if exp['objective'] == 'rectified_flow' else s['sampler']} steps" + \
+                  (f", cfg {s['cfg_scale']} ({s['guidance']})" if s["cfg_scale"] > 1 else "")
+        rows.append({"source": "diffzoo", "experiment": exp_id, "model": exp["model"], "setting": setting,
+                     "features": metrics.get("feature_extractor", {}).get("name", "?")
+                     if isinstance(metrics.get("feature_extractor"), dict) else metrics.get("feature_extractor", "?"),
+                     "fid": metrics.get("fid"), "sfid": metrics.get("sfid"), "is": metrics.get("is"),
+                     "precision": metrics.get("precision"), "recall": metrics.get("recall"),
+                     "params": train["params"], "gflops": train["gflops"], "train_images": train["images_seen"],
+                     "gpu_hours": train["gpu_hours"]})
+    return rows
+
+
+def _fmt(value, col: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if col in ("params", "train_images"):
+        v = float(value)
+        return f"{v / 1e9:.2f}B" if v >= 1e9 else f"{v / 1e6:.1f}M" if v >= 1e6 else f"{v / 1e3:.1f}K"
+    if col in ("precision", "recall"):
+        return f"{value:.3f}"
+    if isinstance(value, float):
+        return f"{value:.2f}" if col != "gflops" or value >= 0.1 else f"{value:.4f}"
+    return str(value)
+
+
+def render(rows: list[dict]) -> dict[str, str]:
+    """Markdown, CSV and LaTeX of the same rows."""
+    head = "| " + " | ".join(COLUMNS) + " |\n|" + "|".join("---" for _ in COLUMNS) + "|\n"
+    md = head + "".join("| " + " | ".join(_fmt(r.get(c), c) for c in COLUMNS) + " |\n" for r in rows)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: r.get(c) for c in COLUMNS})
+    esc = lambda s: s.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")  # noqa: E731
+    tex = "\\begin{tabular}{" + "l" * 5 + "r" * (len(COLUMNS) - 5) + "}\n\\toprule\n" + \
+        " & ".join(esc(c) for c in COLUMNS) + " \\\\\n\\midrule\n" + \
+        "".join(" & ".join(esc(_fmt(r.get(c), c)) for c in COLUMNS) + " \\\\\n" for r in rows) + \
+        "\\bottomrule\n\\end{tabular}\n"
+    return {"md": md, "csv": buf.getvalue(), "tex": tex}
+
+
+def plot_fid_vs_gflops(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    series: dict[str, list] = {}
+    for r in rows:
+        if r.get("fid") is not None and r.get("gflops"):
+            series.setdefault(f"{r['source']} [{r['features']}]", []).append(r)
+    for label, rs in series.items():
+        ax.scatter([r["gflops"] for r in rs], [r["fid"] for r in rs], label=label)
+        for r in rs:
+            ax.annotate(r["experiment"] or r["model"], (r["gflops"], r["fid"]), fontsize=6)
+    ax.set_xscale("log")
+    ax.set_xlabel("forward Gflops (batch 1)")
+    ax.set_ylabel("FID")
+    ax.set_title("FID against model Gflops (DiT Fig. 8 style); extractors differ per series")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def plot_losses(params: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..params import paths
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for exp_id in params["experiments"]:
+        lines = paths(params, exp_id)["train_log"].read_text().splitlines()[1:]
+        rows = [line.split("\t") for line in lines if line]
+        ax.plot([int(r[0]) for r in rows], [float(r[1]) for r in rows], label=exp_id)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def report(params: dict, out: Path = Path("results")) -> list[Path]:
+    ours = our_rows(params)
+    written = []
+    all_rows = list(ours)
+    for table in params["report"]["tables"]:
+        rows = published_rows(table) + ours
+        all_rows += [r for r in rows if r["source"] != "diffzoo"]
+        for ext, text in render(rows).items():
+            path = out / "tables" / f"{table}.{ext}"
+            with atomic_path(path) as tmp:
+                tmp.write_text(text)
+            written.append(path)
+    plot_fid_vs_gflops(all_rows, out / "plots" / "fid_vs_gflops.png")
+    plot_losses(params, out / "plots" / "loss.png")
+    return written + [out / "plots" / "fid_vs_gflops.png", out / "plots" / "loss.png"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+
+
+def run(args) -> int:
+    from ..params import load_params
+
+    params = load_params(args.params)
+    for path in report(params):
+        print(path)
+    return 0

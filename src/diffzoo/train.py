@@ -1,0 +1,255 @@
+"""`diffzoo train --experiment ID`: train one experiment's backbone on precomputed latents.
+
+DiT's recipe (AdamW, constant lr, no warmup, no clipping, EMA every step) for any registered backbone
+and objective. One command for 1 or N GPUs: with several visible GPUs it re-launches itself under
+torchrun (DDP); the global batch and learning rate stay those of params.yaml whatever the GPU count.
+
+Resumable and exact: every `ckpt_every` steps the model, EMA and optimizer state are written
+atomically; a rerun resumes from the newest checkpoint of the same configuration. Each step's data
+order, flips, posterior noise, timesteps and label dropout are drawn from generators seeded by
+(seed, step, rank), so an interrupted and resumed run ends with the same weights as an uninterrupted
+one (on CPU, bit for bit).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoints import save_checkpoint
+from .diffusion.objective import create_objective
+from .errors import DiffzooError
+from .utils import atomic_path, content_hash, write_json
+
+KEEP_CHECKPOINTS = 2
+
+
+def model_config(exp: dict, latent_meta: dict) -> dict:
+    """How to rebuild the experiment's model: registered name + constructor overrides."""
+    shape = latent_meta["shape"]
+    args = {"input_size": shape[-1], "in_channels": shape[0], "num_classes": len(latent_meta["classes"]),
+            "learn_sigma": exp["objective"] == "ddpm"}
+    args.update(exp["model_args"])
+    return {"model": exp["model"], "model_args": args, "objective": exp["objective"]}
+
+
+def build_objective(objective: str, learn_sigma: bool, sample_cfg: dict):
+    if objective == "ddpm":
+        return create_objective("ddpm", learn_sigma=learn_sigma, sampling_steps=sample_cfg["sampling_steps"],
+                                sampler=sample_cfg["sampler"])
+    return create_objective(objective, sampling_steps=int(sample_cfg["sampling_steps"]))
+
+
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    return (seed * 1_000_003 + step) * 1009 + rank
+
+
+def global_batch_indices(step: int, batch: int, n: int, seed: int, _cache: dict = {}) -> np.ndarray:
+    """Indices of the global batch at `step`: consecutive slices of per-epoch permutations seeded by
+    (seed, epoch), so the order is a pure function of the step (resumable, GPU-count independent)."""
+    positions = np.arange(step * batch, (step + 1) * batch)
+    out = np.empty(batch, dtype=np.int64)
+    for epoch in np.unique(positions // n):
+        key = (seed, int(epoch), n)
+        if key not in _cache:
+            _cache.clear()
+            _cache[key] = np.random.default_rng([seed, int(epoch)]).permutation(n)
+        sel = positions // n == epoch
+        out[sel] = _cache[key][positions[sel] % n]
+    return out
+
+
+def _latest_checkpoint(ckpt_dir: Path, run_key: str):
+    for path in sorted(ckpt_dir.glob("step-*.pt"), reverse=True):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a checkpoint that cannot be read is skipped, never half-used
+            print(f"warning: ignoring unreadable checkpoint {path}", file=sys.stderr)
+            continue
+        if state.get("run_key") == run_key:
+            return state
+    return None
+
+
+def train(params_path: str, exp_id: str) -> dict:
+    from .flops import active_params, count_macs, count_params
+    from .latents import LatentDataset
+    from .models import create_model
+    from .params import experiment, load_params, paths
+
+    params = load_params(params_path)
+    exp = experiment(params, exp_id)
+    cfg = exp["train"]
+    p = paths(params, exp_id)
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        import torch.distributed as dist
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if cfg["global_batch_size"] % world:
+        raise DiffzooError(f"train.global_batch_size {cfg['global_batch_size']} is not divisible by {world} GPUs")
+    local_batch = cfg["global_batch_size"] // world
+
+    data = LatentDataset(p["latents"])
+    mcfg = model_config(exp, data.meta)
+    torch.manual_seed(cfg["seed"])
+    model = create_model(mcfg["model"], **mcfg["model_args"]).to(device)
+    objective = build_objective(exp["objective"], mcfg["model_args"]["learn_sigma"], exp["sample"])
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    if cfg["grad_checkpointing"] and hasattr(model, "set_grad_checkpointing"):
+        model.set_grad_checkpointing(True)
+
+    # A checkpoint resumes only a run of the same configuration and data.
+    run_key = content_hash({"model": mcfg, "train": {k: v for k, v in cfg.items() if k not in ("log_every", "ckpt_every", "num_workers")},
+                            "latents": data.meta, "world": world})
+    ckpt_dir = p["checkpoints"]
+    start, elapsed = 0, 0.0
+    state = _latest_checkpoint(ckpt_dir, run_key) if ckpt_dir.exists() else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        start, elapsed = int(state["step"]), float(state["elapsed"])
+        print(f"resuming {exp_id} from step {start}", file=sys.stderr)
+    elif ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)  # checkpoints of another configuration
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg["compile"]:
+        net = torch.compile(net)
+
+    log_path = p["train_log"]
+    log_rows = []
+    if start and log_path.exists():
+        log_rows = [r for r in log_path.read_text().splitlines()[1:] if int(r.split("\t")[0]) <= start]
+    header = "step\tloss\tmse\tvb\taux\timages_per_s"
+
+    def write_log():
+        if rank == 0:
+            with atomic_path(log_path) as tmp:
+                tmp.write_text("\n".join([header] + log_rows) + "\n")
+
+    def save(step: int):
+        if rank != 0:
+            return
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(ckpt_dir / f"step-{step:07d}.pt") as tmp:
+            torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                        "step": step, "run_key": run_key, "elapsed": elapsed}, tmp)
+        for old in sorted(ckpt_dir.glob("step-*.pt"))[:-KEEP_CHECKPOINTS]:
+            old.unlink()
+        write_log()
+
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg["precision"] == "bf16")
+    progress = None
+    if rank == 0 and sys.stderr.isatty():
+        from tqdm.auto import tqdm
+        progress = tqdm(total=cfg["steps"], initial=start, desc=f"train {exp_id}")
+    window: dict[str, list] = {}
+    aux_metrics: dict[str, float] = {}
+    model.train()
+    t_window = time.perf_counter()
+    for step in range(start, cfg["steps"]):
+        gen = torch.Generator().manual_seed(step_seed(cfg["seed"], step, rank))
+        torch.manual_seed(step_seed(cfg["seed"], step, rank))  # label dropout draws from the global RNG
+        idx = global_batch_indices(step, cfg["global_batch_size"], len(data), cfg["seed"])
+        x, y = data.batch(idx[rank * local_batch:(rank + 1) * local_batch], gen)
+        x, y = x.to(device), y.to(device)
+        with autocast:
+            terms = objective.training_losses(net, x, {"y": y}, generator=gen)
+            loss = terms["loss"].mean()
+            aux = model.aux_loss()
+            if aux is not None:
+                loss = loss + aux
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.mul_(cfg["ema_decay"]).add_(pm.detach(), alpha=1 - cfg["ema_decay"])
+        for k in ("loss", "mse", "vb"):
+            if k in terms:
+                window.setdefault(k, []).append(terms[k].mean().item())
+        window.setdefault("aux", []).append(float(aux) if aux is not None else 0.0)
+        aux_metrics = model.aux_metrics()
+        if progress:
+            progress.update(1)
+        done = step + 1
+        if done % cfg["log_every"] == 0 or done == cfg["steps"]:
+            now = time.perf_counter()
+            n_steps = len(window["loss"])
+            elapsed += now - t_window
+            ips = n_steps * cfg["global_batch_size"] / max(now - t_window, 1e-9)
+            t_window = now
+            mean = {k: float(np.mean(v)) for k, v in window.items()}
+            log_rows.append(f"{done}\t{mean['loss']:.6f}\t{mean.get('mse', float('nan')):.6f}\t"
+                            f"{mean.get('vb', float('nan')):.6f}\t{mean['aux']:.6f}\t{ips:.1f}")
+            if progress:
+                progress.set_postfix(loss=f"{mean['loss']:.4f}", img_s=f"{ips:.0f}")
+            window = {}
+        if done % cfg["ckpt_every"] == 0 or done == cfg["steps"]:
+            save(done)
+    if progress:
+        progress.close()
+
+    summary = {}
+    if rank == 0:
+        rows = [r.split("\t") for r in log_rows]
+        with torch.device("meta"):
+            meta_model = create_model(mcfg["model"], **mcfg["model_args"])
+        gpus = world if device.type == "cuda" else 0
+        summary = {
+            "experiment": exp_id, "model": mcfg["model"], "objective": exp["objective"],
+            "steps": cfg["steps"], "global_batch_size": cfg["global_batch_size"],
+            "images_seen": cfg["steps"] * cfg["global_batch_size"],
+            "final_loss": float(rows[-1][1]) if rows else float("nan"),
+            "train_seconds": round(elapsed, 2),
+            "images_per_s": round(cfg["steps"] * cfg["global_batch_size"] / max(elapsed, 1e-9), 1),
+            "gpu_hours": round(elapsed * gpus / 3600, 4), "device": device.type, "world_size": world,
+            "params": count_params(meta_model), "active_params": active_params(meta_model),
+            "gflops": round(count_macs(meta_model) / 1e9, 6), **{f"aux_{k}": v for k, v in aux_metrics.items()},
+        }
+        config = {**mcfg, "experiment": exp_id, "train": cfg, "sample": exp["sample"], "latents": {
+            k: data.meta[k] for k in ("vae", "scale", "shape", "classes")}, "summary": summary}
+        save_checkpoint(p["model"], ema.state_dict(), config)
+        write_json(p["train_metrics"], summary)
+    if world > 1:
+        import torch.distributed as dist
+        dist.destroy_process_group()
+    return summary
+
+
+def relaunch_under_torchrun(argv: list[str]) -> None:
+    """With several visible GPUs and not yet under torchrun, replace this process by torchrun."""
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n > 1 and "LOCAL_RANK" not in os.environ and shutil.which("torchrun"):
+        os.execvp("torchrun", ["torchrun", "--standalone", f"--nproc_per_node={n}", "-m", "diffzoo.cli", *argv])
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--experiment", required=True, help="experiment id from params.yaml")
+
+
+def run(args) -> int:
+    relaunch_under_torchrun(["train", "--params", args.params, "--experiment", args.experiment])
+    summary = train(args.params, args.experiment)
+    if summary:
+        print(json.dumps(summary))
+    return 0

@@ -1,0 +1,22 @@
+# Validates the params before any job is planned, and exposes their slices and artifact paths.
+import sys
+from diffzoo.errors import DiffzooError
+from diffzoo import pipeline
+
+PARAMS_FILE = workflow.overwrite_configfiles[-1] if workflow.overwrite_configfiles else "params.yaml"
+try:
+    PARAMS = pipeline.load(PARAMS_FILE)
+except DiffzooError as err:
+    sys.exit(f"diffzoo: {err}")
+
+EXPERIMENTS = list(PARAMS["experiments"])
+PATHS = pipeline.paths(PARAMS)
+REPORT_OUTPUTS = pipeline.report_outputs(PARAMS)
+
+
+def exp_path(key):
+    return lambda w: str(pipeline.paths(PARAMS, w.exp)[key])
+
+
+wildcard_constraints:
+    exp="|".join(map(str, EXPERIMENTS)),

@@ -1,0 +1,61 @@
+# dataset -> images -> latents, and the evaluation's reference (feature extractor + statistics).
+
+
+rule dataset:
+    input:
+        pipeline.code_files("dataset"),
+    output:
+        directory(PATHS["raw"]),
+    params:
+        slice=pipeline.stage_slice(PARAMS, "dataset"),
+    log:
+        "logs/dataset.log",
+    shell:
+        "diffzoo dataset --params {PARAMS_FILE} 2> {log}"
+
+
+rule images:
+    input:
+        PATHS["raw"],
+        pipeline.code_files("images"),
+    output:
+        directory(PATHS["images"]),
+    params:
+        slice=pipeline.stage_slice(PARAMS, "images"),
+    threads: workflow.cores
+    log:
+        "logs/images.log",
+    shell:
+        "diffzoo images --params {PARAMS_FILE} 2> {log}"
+
+
+rule latents:
+    input:
+        PATHS["images"],
+        pipeline.code_files("latents"),
+    output:
+        directory(PATHS["latents"]),
+    params:
+        slice=pipeline.stage_slice(PARAMS, "latents"),
+    resources:
+        gpu=1,
+    log:
+        "logs/latents.log",
+    shell:
+        "diffzoo latents --params {PARAMS_FILE} 2> {log}"
+
+
+rule reference:
+    input:
+        PATHS["images"],
+        pipeline.code_files("reference"),
+    output:
+        directory(PATHS["reference"]),
+    params:
+        slice=pipeline.stage_slice(PARAMS, "reference"),
+    resources:
+        gpu=1,
+    log:
+        "logs/reference.log",
+    shell:
+        "diffzoo reference --params {PARAMS_FILE} 2> {log}"

@@ -1,0 +1,57 @@
+# Per experiment: train -> sample -> evaluate. Each job reruns when its params slice (compared by
+# value), its inputs, or the source files of its code (the backbone's own files for train) change.
+
+
+rule train:
+    input:
+        latents=PATHS["latents"],
+        code=lambda w: pipeline.code_files("train", PARAMS, w.exp),
+    output:
+        model=exp_path("model"),
+        config=exp_path("model_config"),
+        metrics=exp_path("train_metrics"),
+        log=exp_path("train_log"),
+    params:
+        slice=lambda w: pipeline.stage_slice(PARAMS, "train", w.exp),
+    resources:
+        gpu=lambda w: pipeline.gpus(PARAMS, "train"),
+        runtime=lambda w: pipeline.runtime_minutes(PARAMS, "train", w.exp),
+    log:
+        "logs/train-{exp}.log",
+    shell:
+        "diffzoo train --params {PARAMS_FILE} --experiment {wildcards.exp} 2> {log}"
+
+
+rule sample:
+    input:
+        model=exp_path("model"),
+        code=lambda w: pipeline.code_files("sample", PARAMS, w.exp),
+    output:
+        samples=exp_path("samples"),
+        grid=exp_path("grid"),
+    params:
+        slice=lambda w: pipeline.stage_slice(PARAMS, "sample", w.exp),
+    resources:
+        gpu=lambda w: pipeline.gpus(PARAMS, "sample"),
+        runtime=lambda w: pipeline.runtime_minutes(PARAMS, "sample", w.exp),
+    log:
+        "logs/sample-{exp}.log",
+    shell:
+        "diffzoo sample --params {PARAMS_FILE} --experiment {wildcards.exp} 2> {log}"
+
+
+rule evaluate:
+    input:
+        samples=exp_path("samples"),
+        reference=PATHS["reference"],
+        code=pipeline.code_files("evaluate"),
+    output:
+        metrics=exp_path("metrics"),
+    params:
+        slice=lambda w: pipeline.stage_slice(PARAMS, "evaluate", w.exp),
+    resources:
+        gpu=1,
+    log:
+        "logs/evaluate-{exp}.log",
+    shell:
+        "diffzoo evaluate --params {PARAMS_FILE} --experiment {wildcards.exp} 2> {log}"

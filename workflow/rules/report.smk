@@ -1,0 +1,17 @@
+# The papers' tables with our rows beside the published ones, and the plots.
+
+
+rule report:
+    input:
+        metrics=expand(rules.evaluate.output.metrics, exp=EXPERIMENTS),
+        train=expand(rules.train.output.metrics, exp=EXPERIMENTS),
+        logs=expand(rules.train.output.log, exp=EXPERIMENTS),
+        code=pipeline.code_files("report"),
+    output:
+        REPORT_OUTPUTS,
+    params:
+        slice=pipeline.stage_slice(PARAMS, "report"),
+    log:
+        "logs/report.log",
+    shell:
+        "diffzoo report --params {PARAMS_FILE} 2> {log}"
