@@ -1,0 +1,182 @@
+"""DiffuSSM: Diffusion Models Without Attention (Yan, Gu & Rush, CVPR 2024). No official code exists;
+this is our reading of the paper, with every unpublished detail chosen and stated here.
+
+From the paper: no patchify (patch size 1, L = 1024 tokens for a 32x32 latent); repeated layers of a
+long-range, gated, bidirectional SSM (BiGS-style, S4D) at full length, wrapped in an "hourglass"
+dense network that contracts the sequence by M = 2 around it, so the dense (MLP) work runs at length
+L/M while the SSM always sees all L tokens; DiT-style conditioning; XL = 29 layers, D = 1152,
+about 673M parameters and 280.3 Gflops at 256px.
+
+One layer (x: (N, L, D) residual stream, c: (N, D) conditioning), M = hourglass_ratio:
+
+    shift, scale, gate = adaLN(c)                      # SiLU - Linear(D, 3D), zero-initialised
+    I  = group(modulate(LN(x), shift, scale))          # (N, L/M, M*D): M consecutive tokens concatenated
+    U  = ungroup(s(W_up s(W_0 I)))                     # W_0: M*D -> D, W_up: D -> M*D  => (N, L, D)
+    Yf, Yb = S4D_fwd(U), flip(S4D_bwd(flip(U)))        # full length, FFT convolution, (N, L, D) each
+    I' = s(W_down group([Yf, Yb]))                     # (N, L/M, 2*M*D) -> D
+    O  = W_3(s(W_2 I') * s(W_1 I))                     # gated MLP at L/M: W_1: M*D -> E, W_2: D -> E, W_3: E -> M*D
+    x  = x + gate * ungroup(O)
+
+s = GELU(tanh). These are the paper's equations (its W^0, W^up_k, W^down_k, W^1, W^2, W^3, with
+k in [1, M] the position inside a group of M tokens and D_m = 2D/M = D channels per token at full
+length), with these choices where the paper is vague:
+
+* Token grouping: M *consecutive* tokens of the row-major raster (j = floor(l/M), k = l mod M).
+  Reason: with an even image width these are always horizontal neighbours in the same row, so
+  contracting is a 1 x M patchify local in space, done only inside the MLP; the SSM still sees every
+  token. Grouping by concatenation (not pooling) loses nothing and makes W_up/W_down position-aware
+  (one matrix slice per k, as the paper's W^up_k, W^down_k).
+* Conditioning: DiT's: c = t_embed(t) + y_embed(y) (TimestepEmbedder, LabelEmbedder with the null
+  class), one adaLN-Zero (shift, scale, gate) per layer, because the paper has one normalised
+  residual branch per layer ("scale, shift" before, "scale" after); DiT's final layer. A fixed
+  2-D sin-cos position embedding is added to the input tokens (DiT's, stored as a frozen Parameter):
+  the raster scan alone does not tell the SSM where a row ends.
+* SSM: S4D-Lin (diagonal, LTI, ZOH discretisation; A = -1/2 + i*pi*n, log dt uniform in
+  [log 0.001, log 0.1], C ~ N(0, 1) complex, D skip), d_state = 64 (32 complex modes), one kernel per
+  direction and channel, convolved by FFT of length 2L (causal kernel for the forward direction, the
+  backward kernel placed at negative lags). Forward and backward outputs are kept apart (concatenated)
+  and mixed by W_down -- the "gated bidirectional" BiGS combination.
+* MLP width E = mlp_ratio * D with mlp_ratio = 1.2: the paper gives no inner widths; 1.2 is chosen so
+  that DiffuSSM-XL has the published size (670M vs about 673M) and cost (276 Gflops of matrix
+  products, 289 with the SSM counted, vs 280.3).
+* Smaller sizes (ours, the paper has only XL): S 12/384, B 12/768, L 24/1024 (DiT's widths and depths),
+  XL 29/1152.
+
+FLOP counting: linear layers by FlopCounterMode; the S4D layer declares (extra_macs) its FFT
+convolution and kernel: a real FFT of length n costs 2.5 n log2 n flops = 1.25 n log2 n MACs (one rfft
+of the input per channel, one rfft per kernel, one irfft per direction and channel), the pointwise
+complex product 3 MACs per frequency, the kernel's Vandermonde product 4 MACs per (mode, token) and
+kernel, the D skip 1 MAC per output; exp and other elementwise work are not counted.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .dit import DiT
+from .layers import modulate
+from .registry import register_family
+
+DIFFUSSM_CONFIGS = {
+    "S": dict(depth=12, hidden_size=384),
+    "B": dict(depth=12, hidden_size=768),
+    "L": dict(depth=24, hidden_size=1024),
+    "XL": dict(depth=29, hidden_size=1152),
+}
+
+
+def _fft_macs(n: int) -> float:
+    """Multiply-accumulates of one real FFT (or inverse) of length n: 2.5 n log2 n flops / 2."""
+    return 1.25 * n * math.log2(n)
+
+
+class BiS4D(nn.Module):
+    """Bidirectional S4D over (N, L, H): returns (forward, backward) outputs, each (N, L, H), float32.
+
+    forward_out[l] = sum_{m<=l} K_f[l-m] u[m] + D_f u[l];  backward_out[l] = sum_{m>=l} K_b[m-l] u[m] + D_b u[l],
+    with K[l] = 2 Re(sum_n C_n (exp(dt A_n) - 1) / A_n exp(dt A_n l)) (S4D, ZOH).
+    """
+
+    def __init__(self, channels: int, d_state: int = 64, dt_min: float = 0.001, dt_max: float = 0.1):
+        super().__init__()
+        modes = d_state // 2
+        self.channels, self.modes = channels, modes
+        log_dt = torch.rand(2, channels) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        self.log_dt = nn.Parameter(log_dt)
+        self.log_A_real = nn.Parameter(torch.full((2, channels, modes), math.log(0.5)))
+        self.A_imag = nn.Parameter(math.pi * torch.arange(modes, dtype=torch.float32).repeat(2, channels, 1))
+        self.C = nn.Parameter(torch.randn(2, channels, modes, 2) * math.sqrt(0.5))  # complex N(0, 1) as (re, im)
+        self.D = nn.Parameter(torch.randn(2, channels))
+
+    def kernel(self, length: int) -> torch.Tensor:
+        """(2, H, L) real convolution kernels (forward, backward), float32."""
+        dt = torch.exp(self.log_dt.float()).unsqueeze(-1)                                   # (2, H, 1)
+        A = torch.complex(-torch.exp(self.log_A_real.float()), self.A_imag.float())        # (2, H, n)
+        dtA = A * dt
+        C = torch.view_as_complex(self.C.float().contiguous()) * (torch.exp(dtA) - 1.0) / A
+        steps = torch.arange(length, device=dt.device, dtype=torch.float32)
+        vandermonde = torch.exp(dtA.unsqueeze(-1) * steps)                                   # (2, H, n, L)
+        return 2 * torch.einsum("dhn,dhnl->dhl", C, vandermonde).real
+
+    def forward(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        length = u.shape[1]
+        n = 2 * length
+        k_fwd, k_bwd = self.kernel(length)
+        # Backward kernel at lags 0, -1, ..., -(L-1): index 0 and n-m of the length-2L circular kernel.
+        k_bwd = torch.cat([k_bwd[:, :1], k_bwd.new_zeros(self.channels, length), k_bwd[:, 1:].flip(-1)], dim=-1)
+        k_f = torch.fft.rfft(torch.stack([F.pad(k_fwd, (0, length)), k_bwd]), n=n)  # (2, H, L+1)
+        x = u.float().transpose(1, 2)                                                      # (N, H, L)
+        u_f = torch.fft.rfft(x, n=n)
+        y = torch.fft.irfft(u_f.unsqueeze(1) * k_f, n=n)[..., :length]                    # (N, 2, H, L)
+        y = y + x.unsqueeze(1) * self.D.float().unsqueeze(-1)
+        return y[:, 0].transpose(1, 2), y[:, 1].transpose(1, 2)
+
+    def extra_macs(self, inputs, output) -> int:
+        batch, length, h = inputs[0].shape
+        n = 2 * length
+        kernel = 2 * h * self.modes * length * 4 + 2 * h * _fft_macs(n)
+        conv = batch * h * _fft_macs(n) + batch * 2 * h * (3 * (n // 2 + 1) + _fft_macs(n) + length)
+        return int(kernel + conv)
+
+
+class DiffuSSMBlock(nn.Module):
+    """LN + adaLN, hourglass dense around the full-length bidirectional S4D, gated MLP at length L/M."""
+
+    def __init__(self, hidden_size: int, hourglass_ratio: int = 2, mlp_ratio: float = 1.2, d_state: int = 64):
+        super().__init__()
+        d, m = hidden_size, hourglass_ratio
+        e = int(round(mlp_ratio * d))
+        self.ratio = m
+        self.norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.w0 = nn.Linear(m * d, d)
+        self.w_up = nn.Linear(d, m * d)
+        self.ssm = BiS4D(d, d_state=d_state)
+        self.w_down = nn.Linear(2 * m * d, d)
+        self.w1 = nn.Linear(m * d, e)
+        self.w2 = nn.Linear(d, e)
+        self.w3 = nn.Linear(e, m * d)
+        self.act = nn.GELU(approximate="tanh")
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 3 * d, bias=True))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        n, length, d = x.shape
+        if length % self.ratio:
+            raise ValueError(f"sequence length {length} is not divisible by the hourglass ratio {self.ratio}")
+        shift, scale, gate = self.adaLN_modulation(c).chunk(3, dim=1)
+        grouped = modulate(self.norm(x), shift, scale).reshape(n, length // self.ratio, self.ratio * d)
+        u = self.act(self.w_up(self.act(self.w0(grouped)))).reshape(n, length, d)
+        y_fwd, y_bwd = self.ssm(u)
+        y = torch.cat([y_fwd, y_bwd], dim=-1).to(u.dtype).reshape(n, length // self.ratio, self.ratio * 2 * d)
+        inner = self.act(self.w_down(y))
+        out = self.w3(self.act(self.w2(inner)) * self.act(self.w1(grouped)))
+        return x + gate.unsqueeze(1) * out.reshape(n, length, d)
+
+
+class DiffuSSM(DiT):
+    """Attention-free diffusion backbone on unpatchified latents (patch_size 1 by default).
+
+    DiT's embedders, position embedding, final layer, initialisation and forward, with DiffuSSM layers
+    in place of the transformer blocks.
+    """
+
+    def __init__(self, input_size: int = 32, patch_size: int = 1, in_channels: int = 4, hidden_size: int = 1152,
+                 depth: int = 29, num_classes: int = 1000, learn_sigma: bool = True, class_dropout_prob: float = 0.1,
+                 hourglass_ratio: int = 2, mlp_ratio: float = 1.2, d_state: int = 64):
+        super().__init__(input_size=input_size, patch_size=patch_size, in_channels=in_channels,
+                         hidden_size=hidden_size, depth=depth, num_heads=1, mlp_ratio=mlp_ratio,
+                         class_dropout_prob=class_dropout_prob, num_classes=num_classes, learn_sigma=learn_sigma,
+                         hourglass_ratio=hourglass_ratio, d_state=d_state)
+
+    def make_block(self, hidden_size: int, num_heads: int, mlp_ratio: float, **block_kwargs) -> nn.Module:
+        return DiffuSSMBlock(hidden_size, mlp_ratio=mlp_ratio, **block_kwargs)
+
+
+# functools.partial: keyword overrides given to create_model replace the variant's defaults. The
+# initialisation is DiT's (dit.py), so that file is part of this family's source too.
+register_family("DiffuSSM", {f"DiffuSSM-{s}": partial(DiffuSSM, **DIFFUSSM_CONFIGS[s]) for s in DIFFUSSM_CONFIGS},
+                source=[__file__, str(Path(__file__).with_name("dit.py"))])

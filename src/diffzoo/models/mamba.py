@@ -1,0 +1,261 @@
+"""Selective state space (Mamba) mixers with a CPU path of our own.
+
+mamba-ssm's selective scan is CUDA-only and its pure-PyTorch `selective_scan_ref` is a Python loop
+over time. This module provides:
+
+* `selective_scan`: mamba-ssm's `selective_scan_fn` signature and semantics. It runs mamba-ssm's CUDA
+  kernel when `mamba_ssm` imports and the input is on a CUDA device; otherwise our PyTorch scan
+  (`selective_scan_torch`), which computes exactly what `selective_scan_ref` computes:
+  delta <- softplus(delta + delta_bias) (each optional), deltaA = exp(delta * A),
+  deltaB_u = delta * B * u, x_t = deltaA_t * x_{t-1} + deltaB_u_t, y_t = C_t . x_t, y += D * u,
+  y *= silu(z); float32 inside, output in the input's dtype.
+* `linear_recurrence`: the scan h_t = a_t * h_{t-1} + b_t behind it, as a parallel scan: odd-even
+  (Blelloch-style) reduction halving the sequence log2(L/16) times, a Hillis-Steele scan on the
+  remaining chunk of at most 16 steps, and the expansion back (about 4 passes over the data in
+  all; lengths are padded with identity steps, so any length works). It works in the linear domain: every factor is a decay in (0, 1], so products can
+  only underflow towards their true value 0, never overflow (no exp of cumulative sums). Its
+  backward is the reverse recurrence g_t = dh_t + a_{t+1} g_{t+1} run by the same scan, so autograd
+  stores only a and h, not the scan's intermediate steps.
+* `Mamba`: mamba-ssm's `Mamba` mixer with its constructor arguments, initialisation and state_dict
+  names (in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj), plus Vision Mamba's bidirectional
+  "v2" variant (`bimamba_type="v2"`: conv1d_b, x_proj_b, dt_proj_b, A_b_log, D_b run on the flipped
+  sequence, in_proj/out_proj shared). Weights move unchanged between this module, mamba-ssm's
+  `Mamba` and Vim/DiS's fork of it.
+
+Numerical safety: the scan is always evaluated in float32 (also under bf16/fp16 autocast), and the
+two directions of the v2 mixer are added in float32 before out_proj. Summing doubles the output
+magnitude at every layer, which is what made Vim/DiS overflow to NaN in fp16 mixed precision;
+`divide_out=True` (Vim's `if_devide_out`) averages the directions instead. DiS sums (the default).
+
+FLOP counting (`extra_macs`, read by diffzoo.flops.count_macs): the projections and the depthwise
+conv are counted by FlopCounterMode. The scan is declared as 3 multiply-accumulates per state
+element (channel x state x token) and direction: deltaB_u = (delta*u) * B, x = deltaA * x +
+deltaB_u, y += C * x. exp(delta*A), softplus, the D skip and the silu(z) gate are elementwise and
+not counted, like every other elementwise op in the DiT-style count.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+SCAN_BASE = 16  # length below which the odd-even reduction hands over to a Hillis-Steele scan
+
+
+# --------------------------------------------------------------------------------------------- scan
+def _prefix_scan(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hillis-Steele scan along dim -2 of (..., T, N): returns (prod_{s<=t} a_s, h_t) with h_{-1} = 0.
+
+    log2(T) steps; in step k every position t >= 2^k absorbs the partial result ending at t - 2^k.
+    """
+    decay, state = a.clone(), b.clone()
+    length = a.shape[-2]
+    offset = 1
+    while offset < length:
+        # Right-hand sides are evaluated into fresh tensors before the (overlapping) write.
+        state[..., offset:, :] += decay[..., offset:, :] * state[..., :-offset, :]
+        decay[..., offset:, :] = decay[..., offset:, :] * decay[..., :-offset, :]
+        offset *= 2
+    return decay, state
+
+
+def _pairwise_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Odd-even reduction (work-efficient parallel scan) along dim -2 of an even-length (..., L, N).
+
+    Pairs (2i, 2i+1) compose into one step (a_odd * a_even, a_odd * b_even + b_odd); the half-length
+    problem gives the states at odd positions, and h_2i = a_2i * h_2i-1 + b_2i fills the even ones.
+    Total work is about 4 passes over the input whatever L; short or odd lengths go to _prefix_scan.
+    """
+    length = a.shape[-2]
+    if length <= SCAN_BASE or length % 2:
+        return _prefix_scan(a, b)[1]
+    a2, b2 = a.unflatten(-2, (length // 2, 2)), b.unflatten(-2, (length // 2, 2))
+    a_even, a_odd, b_even, b_odd = a2[..., 0, :], a2[..., 1, :], b2[..., 0, :], b2[..., 1, :]
+    odd_states = _pairwise_scan(a_odd * a_even, torch.addcmul(b_odd, a_odd, b_even))
+    h = torch.empty_like(b2)
+    h[..., 1, :] = odd_states
+    h[..., 0, 0, :] = b_even[..., 0, :]
+    h[..., 1:, 0, :] = torch.addcmul(b_even[..., 1:, :], a_even[..., 1:, :], odd_states[..., :-1, :])
+    return h.flatten(-3, -2)
+
+
+def _scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """h_t = a_t * h_{t-1} + b_t along dim -2 of (..., L, N), h_{-1} = 0, without autograd.
+
+    The length is padded (a = 1, b = 0, which leaves every earlier state unchanged) to a multiple of
+    2^k so that k halvings reach a chunk of at most SCAN_BASE steps, scanned by Hillis-Steele.
+    """
+    length = a.shape[-2]
+    halvings = max(0, math.ceil(math.log2(max(length, 1) / SCAN_BASE)))
+    pad = (-length) % (2 ** halvings)
+    if pad:
+        a = F.pad(a, (0, 0, 0, pad), value=1.0)
+        b = F.pad(b, (0, 0, 0, pad))
+    return _pairwise_scan(a, b)[..., :length, :]
+
+
+class _LinearRecurrence(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        h = _scan(a, b)
+        ctx.save_for_backward(a, h)
+        return h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_h: torch.Tensor):
+        a, h = ctx.saved_tensors
+        # g_t = dL/dh_t (total) = grad_h_t + a_{t+1} g_{t+1}: the same recurrence run backwards in time.
+        a_next = F.pad(a[..., 1:, :], (0, 0, 0, 1))
+        g = _scan(a_next.flip(-2), grad_h.flip(-2)).flip(-2)
+        h_prev = F.pad(h[..., :-1, :], (0, 0, 1, 0))
+        return g * h_prev, g
+
+
+def linear_recurrence(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """h_t = a_t * h_{t-1} + b_t along dim -2 of (..., L, N) with h_{-1} = 0 (differentiable)."""
+    return _LinearRecurrence.apply(a.contiguous(), b.contiguous())
+
+
+def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """Our selective scan: selective_scan_ref's semantics, computed by a parallel scan.
+
+    u, delta, z: (batch, dim, L); A: (dim, N) real; B, C: (batch, N, L) (input-dependent);
+    D, delta_bias: (dim,). Returns (batch, dim, L) in u's dtype.
+    """
+    if B.dim() != 3 or C.dim() != 3 or A.is_complex():
+        raise NotImplementedError("the CPU scan supports real A and input-dependent B, C of shape (batch, N, L)")
+    dtype_in = u.dtype
+    u, delta = u.float(), delta.float()
+    if delta_bias is not None:
+        delta = delta + delta_bias[..., None].float()
+    if delta_softplus:
+        delta = F.softplus(delta)
+    delta_a = torch.exp(delta.unsqueeze(-1) * A.float()[:, None, :])                   # (b, d, L, N)
+    delta_b_u = (delta * u).unsqueeze(-1) * B.float().transpose(1, 2).unsqueeze(1)     # (b, d, L, N)
+    states = linear_recurrence(delta_a, delta_b_u)
+    y = torch.einsum("bdln,bnl->bdl", states, C.float())
+    if D is not None:
+        y = y + u * D.float()[:, None]
+    if z is not None:
+        y = y * F.silu(z.float())
+    return y.to(dtype_in)
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_selective_scan():
+    """mamba-ssm's CUDA `selective_scan_fn`, or None where mamba_ssm does not import (CPU machines)."""
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except Exception:  # ImportError, or the compiled extension failing to load
+        return None
+    return selective_scan_fn
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """mamba-ssm's CUDA kernel for CUDA tensors when available, else `selective_scan_torch`."""
+    if u.is_cuda:
+        kernel = cuda_selective_scan()
+        if kernel is not None:
+            return kernel(u, delta, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus)
+    return selective_scan_torch(u, delta, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus)
+
+
+# -------------------------------------------------------------------------------------------- mixer
+class Mamba(nn.Module):
+    """mamba-ssm's Mamba mixer (selective SSM), optionally bidirectional (Vision Mamba's "v2").
+
+    (B, L, d_model) -> (B, L, d_model). Constructor arguments and parameter names follow
+    mamba_ssm.modules.mamba_simple.Mamba; `bimamba_type="v2"` adds the backward branch of Vim/DiS and
+    `divide_out` (Vim's `if_devide_out`) averages instead of sums the two directions.
+    """
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: float = 2, dt_rank="auto",
+                 dt_min: float = 0.001, dt_max: float = 0.1, dt_init: str = "random", dt_scale: float = 1.0,
+                 dt_init_floor: float = 1e-4, conv_bias: bool = True, bias: bool = False,
+                 use_fast_path: bool = True, layer_idx=None, device=None, dtype=None,
+                 bimamba_type: str = "none", divide_out: bool = False):
+        super().__init__()
+        if bimamba_type not in ("none", "v2"):
+            raise ValueError(f"bimamba_type must be 'none' or 'v2', got {bimamba_type!r}")
+        factory = {"device": device, "dtype": dtype}
+        self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
+        self.d_inner = int(expand * d_model)
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
+        self.use_fast_path = use_fast_path  # kept for signature compatibility; dispatch is per device
+        self.layer_idx = layer_idx
+        self.bimamba_type = bimamba_type
+        self.divide_out = divide_out
+
+        self.in_proj = nn.Linear(d_model, self.d_inner * 2, bias=bias, **factory)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory)
+        suffixes = ("", "_b") if bimamba_type == "v2" else ("",)
+        for sfx in suffixes:
+            self._make_branch(sfx, conv_bias, dt_min, dt_max, dt_init, dt_scale, dt_init_floor, factory)
+
+    def _make_branch(self, sfx, conv_bias, dt_min, dt_max, dt_init, dt_scale, dt_init_floor, factory):
+        di, n = self.d_inner, self.d_state
+        conv = nn.Conv1d(di, di, kernel_size=self.d_conv, groups=di, padding=self.d_conv - 1, bias=conv_bias,
+                         **factory)
+        x_proj = nn.Linear(di, self.dt_rank + 2 * n, bias=False, **factory)
+        dt_proj = nn.Linear(self.dt_rank, di, bias=True, **factory)
+        std = self.dt_rank ** -0.5 * dt_scale
+        if dt_init == "constant":
+            nn.init.constant_(dt_proj.weight, std)
+        elif dt_init == "random":
+            nn.init.uniform_(dt_proj.weight, -std, std)
+        else:
+            raise NotImplementedError(dt_init)
+        # Bias such that softplus(bias) is log-uniform in [dt_min, dt_max]: bias = dt + log(1 - exp(-dt)).
+        if dt_proj.bias.device.type != "meta":
+            dt = torch.exp(torch.rand(di, device=dt_proj.bias.device) * (math.log(dt_max) - math.log(dt_min))
+                           + math.log(dt_min)).clamp(min=dt_init_floor)
+            with torch.no_grad():
+                dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        dt_proj.bias._no_reinit = True
+        a_log = torch.log(torch.arange(1, n + 1, dtype=torch.float32, device=factory["device"]).repeat(di, 1))
+        A_log = nn.Parameter(a_log)
+        A_log._no_weight_decay = True
+        D = nn.Parameter(torch.ones(di, device=factory["device"]))
+        D._no_weight_decay = True
+        setattr(self, "conv1d" + sfx, conv)
+        setattr(self, "x_proj" + sfx, x_proj)
+        setattr(self, "dt_proj" + sfx, dt_proj)
+        setattr(self, "A_b_log" if sfx else "A_log", A_log)
+        setattr(self, "D" + sfx, D)
+
+    def _branch(self, xz: torch.Tensor, sfx: str) -> torch.Tensor:
+        """One direction on xz (B, 2*d_inner, L): conv, silu, selective scan gated by z -> (B, d_inner, L)."""
+        conv, x_proj, dt_proj = (getattr(self, n + sfx) for n in ("conv1d", "x_proj", "dt_proj"))
+        A = -torch.exp((self.A_b_log if sfx else self.A_log).float())
+        D = getattr(self, "D" + sfx)
+        seqlen = xz.shape[-1]
+        x, z = xz.chunk(2, dim=1)
+        x = F.silu(conv(x)[..., :seqlen])
+        x_dbl = x_proj(x.transpose(1, 2))                                            # (B, L, R + 2N)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = (dt @ dt_proj.weight.t()).transpose(1, 2)                               # (B, d_inner, L)
+        return selective_scan(x, dt, A, B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
+                              D.float(), z=z, delta_bias=dt_proj.bias.float(), delta_softplus=True)
+
+    def forward(self, hidden_states: torch.Tensor, inference_params=None) -> torch.Tensor:
+        if inference_params is not None:
+            raise NotImplementedError("step-wise decoding is not supported")
+        xz = self.in_proj(hidden_states).transpose(1, 2)                            # (B, 2*d_inner, L)
+        y = self._branch(xz, "").float()
+        if self.bimamba_type == "v2":
+            y = y + self._branch(xz.flip(-1), "_b").float().flip(-1)
+            if self.divide_out:
+                y = y / 2
+        return self.out_proj(y.transpose(1, 2).to(self.out_proj.weight.dtype))
+
+    def scan_macs(self, batch: int, seqlen: int) -> int:
+        directions = 2 if self.bimamba_type == "v2" else 1
+        return 3 * directions * batch * self.d_inner * seqlen * self.d_state
+
+    def extra_macs(self, inputs, output) -> int:
+        batch, seqlen, _ = inputs[0].shape
+        return self.scan_macs(batch, seqlen)
