@@ -151,7 +151,7 @@ class NpzImages(ImageSource):
                 buf = fp.read(n * row)
                 if len(buf) != n * row:
                     raise DiffzooError(f"{self.path}: {self.key} is truncated at image {start}")
-                yield np.frombuffer(buf, dtype=np.uint8).reshape(n, self.height, self.width, 3)
+                yield np.frombuffer(bytearray(buf), dtype=np.uint8).reshape(n, self.height, self.width, 3)
 
     def digest(self) -> str:
         return sha256_file(self.path)
