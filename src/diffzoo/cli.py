@@ -20,6 +20,7 @@ COMMANDS = {
     "latents": ("diffzoo.latents", "encode images shards to latents (VAE posterior mean/std, or identity)"),
     "train": ("diffzoo.train", "train one experiment (resumable; torchrun on several GPUs)"),
     "sample": ("diffzoo.sample", "sample N images of one experiment to an ADM-format npz and a grid PNG"),
+    "code-digest": ("diffzoo.pipeline", "digest of an experiment's backbone source files (what DVC tracks)"),
     "report": ("diffzoo.report.tables", "the papers' tables (published rows beside ours) and the plots"),
     "evaluate": ("diffzoo.evaluate.command", "FID, sFID, IS, Precision, Recall of a sample file (ADM definitions)"),
 }

@@ -97,3 +97,29 @@ def report_outputs(params: dict) -> list[str]:
 
 
 __all__ = ["load", "paths", "stage_slice", "code_files", "gpus", "runtime_minutes", "report_outputs"]
+
+
+# ---- `diffzoo code-digest`: what DVC tracks of an experiment's backbone ------------------------------
+def code_digest(params: dict, exp_id: str) -> dict:
+    """sha256 of each source file of the experiment's backbone (its family's files + shared layers)."""
+    from .checkpoints import sha256_file
+    from .models import model_source_files
+
+    model = experiment(params, exp_id)["model"]
+    return {"model": model, "files": {f"src/diffzoo/{p.resolve().relative_to(PACKAGE)}": sha256_file(p)
+                                      for p in model_source_files(model)}}
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--experiment", required=True, help="experiment id from params.yaml")
+
+
+def run(args) -> int:
+    from .utils import write_json
+
+    params = load_params(args.params)
+    out = paths(params, args.experiment)["exp"] / "code.json"
+    write_json(out, code_digest(params, args.experiment))
+    print(out)
+    return 0

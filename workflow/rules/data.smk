@@ -10,8 +10,9 @@ rule dataset:
         slice=pipeline.stage_slice(PARAMS, "dataset"),
     log:
         "logs/dataset.log",
+    cache: True
     shell:
-        "diffzoo dataset --params {PARAMS_FILE} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo dataset --params {PARAMS_FILE} 2> {log}"
 
 
 rule images:
@@ -25,8 +26,9 @@ rule images:
     threads: workflow.cores
     log:
         "logs/images.log",
+    cache: True
     shell:
-        "diffzoo images --params {PARAMS_FILE} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo images --params {PARAMS_FILE} 2> {log}"
 
 
 rule latents:
@@ -41,8 +43,9 @@ rule latents:
         gpu=1,
     log:
         "logs/latents.log",
+    cache: True
     shell:
-        "diffzoo latents --params {PARAMS_FILE} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo latents --params {PARAMS_FILE} 2> {log}"
 
 
 rule reference:
@@ -57,5 +60,6 @@ rule reference:
         gpu=1,
     log:
         "logs/reference.log",
+    cache: True
     shell:
-        "diffzoo reference --params {PARAMS_FILE} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo reference --params {PARAMS_FILE} 2> {log}"

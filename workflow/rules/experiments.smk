@@ -18,8 +18,9 @@ rule train:
         runtime=lambda w: pipeline.runtime_minutes(PARAMS, "train", w.exp),
     log:
         "logs/train-{exp}.log",
+    cache: True
     shell:
-        "diffzoo train --params {PARAMS_FILE} --experiment {wildcards.exp} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo train --params {PARAMS_FILE} --experiment {wildcards.exp} 2> {log}"
 
 
 rule sample:
@@ -36,8 +37,9 @@ rule sample:
         runtime=lambda w: pipeline.runtime_minutes(PARAMS, "sample", w.exp),
     log:
         "logs/sample-{exp}.log",
+    cache: True
     shell:
-        "diffzoo sample --params {PARAMS_FILE} --experiment {wildcards.exp} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo sample --params {PARAMS_FILE} --experiment {wildcards.exp} 2> {log}"
 
 
 rule evaluate:
@@ -53,5 +55,6 @@ rule evaluate:
         gpu=1,
     log:
         "logs/evaluate-{exp}.log",
+    cache: True
     shell:
-        "diffzoo evaluate --params {PARAMS_FILE} --experiment {wildcards.exp} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo evaluate --params {PARAMS_FILE} --experiment {wildcards.exp} 2> {log}"

@@ -13,5 +13,6 @@ rule report:
         slice=pipeline.stage_slice(PARAMS, "report"),
     log:
         "logs/report.log",
+    cache: True
     shell:
-        "diffzoo report --params {PARAMS_FILE} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo report --params {PARAMS_FILE} 2> {log}"
