@@ -12,6 +12,15 @@ PAPERS = load_papers()["dit_moe"]
 TINY = dict(input_size=8, in_channels=4, num_classes=10, hidden_size=32, depth=2, num_heads=2)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: intra-op threads only add synchronisation (badly so on a shared 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def published(cfg):
     return PAPERS["configs"][cfg]
 
@@ -212,12 +221,13 @@ def test_loads_authors_state_dict_layout():
     torch.testing.assert_close(fresh.eval()(x, t, y), m(x, t, y))
 
 
-def test_bf16_autocast_uses_the_grouped_path_and_stays_close():
+@pytest.mark.parametrize("dispatch", ["grouped_mm", "loop"])
+def test_bf16_autocast_stays_close_to_fp32(dispatch):
     torch.manual_seed(8)
-    layer = SparseMoE(64, 256, num_experts=8, top_k=2, dispatch="auto")
+    layer = SparseMoE(64, 256, num_experts=8, top_k=2, dispatch=dispatch)
     x = torch.randn(2, 16, 64)
     expected = layer(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = layer(x)
-    assert out.dtype == torch.bfloat16 and not layer._counted_by_matmuls  # grouped_mm ran
+    assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), expected, atol=0.05, rtol=0.05)

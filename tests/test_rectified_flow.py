@@ -11,6 +11,15 @@ from diffzoo.models import create_model
 SHAPE = (64, 3, 4, 4)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: intra-op threads only add synchronisation (badly so on a shared 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def gaussian_field(mean, std, time_scale, extra_channels=0):
     """Exact marginal velocity E[noise - x0 | x_t = x] for x0 ~ N(mean, std^2) (elementwise) and
     independent standard-normal noise: x_t ~ N(mu_t, s_t^2), mu_t = (1 - t) mean,

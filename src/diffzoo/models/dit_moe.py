@@ -32,11 +32,12 @@ paper's text says 0.005. Pass `balance_loss_coef=0.005` for the paper's value.
 
 Dispatch: the N*T*k (token, expert) slots are sorted by expert (stable argsort), the tokens gathered
 in that order, and every expert's contiguous group is computed by one grouped matrix product per
-projection (`torch.nn.functional.grouped_mm`, one kernel over all experts); where grouped_mm cannot
-run (float64, widths not 16-byte aligned; on CUDA anything but bf16 on sm80+, its documented
-support) the same sorted groups are computed by one matmul per expert (a loop over E experts, never
-over tokens). Only the selected experts are computed. Under autocast the gathered tokens are cast
-to the autocast dtype first (grouped_mm is not on autocast's lists).
+projection (`torch.nn.functional.grouped_mm`, one kernel over all experts, no host sync) -- by
+default on CUDA in bf16 on sm80+, its documented support; elsewhere (CPU, fp32/fp16, widths not
+16-byte aligned) the same sorted groups are computed by one matmul per expert (a loop over the E
+experts, never over tokens). `dispatch="grouped_mm"` forces grouped_mm (it also runs on CPU in
+fp32/bf16). Only the selected experts are computed. Under autocast the gathered tokens are cast to
+the autocast dtype first (grouped_mm is not on autocast's lists).
 
 FLOP counting (`flops.count_macs`, "Gflops" = MACs at batch 1): torch's FlopCounterMode does not see
 grouped_mm, and on the meta device the data-dependent grouping cannot run (the routed experts are
@@ -122,13 +123,14 @@ class GroupedExperts(nn.Module):
         return 3 * self.dim * self.hidden
 
     def grouped_mm_ok(self, x: torch.Tensor) -> bool:
-        if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
-            return False
+        """Whether dispatch="auto" uses grouped_mm for x (16-byte aligned widths are required)."""
         if (self.dim * x.element_size()) % 16 or (self.hidden * x.element_size()) % 16:
             return False
-        if x.device.type == "cuda":  # torch documents bf16 on sm80+ for the CUDA kernels
-            return x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device) >= (8, 0)
-        return x.device.type == "cpu"
+        # CUDA: torch documents bf16 on sm80+. CPU: grouped_mm runs (and is tested) but with more
+        # than one thread it was up to 100x slower than per-expert matmuls on small groups, so
+        # "auto" takes the loop there.
+        return x.device.type == "cuda" and x.dtype == torch.bfloat16 and \
+            torch.cuda.get_device_capability(x.device) >= (8, 0)
 
     def forward(self, xs: torch.Tensor, counts: torch.Tensor, mode: str) -> torch.Tensor:
         """xs: (M, d) token rows sorted by expert, counts: (E,) rows per expert -> (M, d)."""
