@@ -27,11 +27,13 @@ two directions of the v2 mixer are added in float32 before out_proj. Summing dou
 magnitude at every layer, which is what made Vim/DiS overflow to NaN in fp16 mixed precision;
 `divide_out=True` (Vim's `if_devide_out`) averages the directions instead. DiS sums (the default).
 
-FLOP counting (`extra_macs`, read by diffzoo.flops.count_macs): the projections and the depthwise
-conv are counted by FlopCounterMode. The scan is declared as 3 multiply-accumulates per state
-element (channel x state x token) and direction: deltaB_u = (delta*u) * B, x = deltaA * x +
-deltaB_u, y += C * x. exp(delta*A), softplus, the D skip and the silu(z) gate are elementwise and
-not counted, like every other elementwise op in the DiT-style count.
+FLOP counting (diffzoo.flops.count_macs, which runs the CPU path on the meta device): the scan costs
+3 multiply-accumulates per state element (channel x state x token) and direction: deltaB_u =
+(delta*u) * B, x = deltaA * x + deltaB_u, y += C . x. The last is an einsum (a batched matmul) that
+FlopCounterMode counts itself, like the projections and the depthwise conv; the first two are
+elementwise and the mixer declares them (`extra_macs`: 2 per state element and direction).
+exp(delta*A), softplus, the D skip and the silu(z) gate are elementwise and not counted, like every
+other elementwise op in the DiT-style count.
 """
 from __future__ import annotations
 
@@ -62,24 +64,24 @@ def _prefix_scan(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.
     return decay, state
 
 
-def _pairwise_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Odd-even reduction (work-efficient parallel scan) along dim -2 of an even-length (..., L, N).
+def _pairwise_scan(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
+    """Odd-even reduction (work-efficient parallel scan) along dim -2 of (..., L, N), written to `out`.
 
     Pairs (2i, 2i+1) compose into one step (a_odd * a_even, a_odd * b_even + b_odd); the half-length
-    problem gives the states at odd positions, and h_2i = a_2i * h_2i-1 + b_2i fills the even ones.
-    Total work is about 4 passes over the input whatever L; short or odd lengths go to _prefix_scan.
+    problem gives the states at odd positions (written straight into out's odd rows), and
+    h_2i = a_2i * h_2i-1 + b_2i fills the even ones. Total work is about 4 passes over the input
+    whatever L; short or odd lengths go to _prefix_scan.
     """
-    length = a.shape[-2]
+    length, n = a.shape[-2], a.shape[-1]
     if length <= SCAN_BASE or length % 2:
-        return _prefix_scan(a, b)[1]
-    a2, b2 = a.unflatten(-2, (length // 2, 2)), b.unflatten(-2, (length // 2, 2))
+        out.copy_(_prefix_scan(a, b)[1])
+        return
+    shape = (*a.shape[:-2], length // 2, 2, n)
+    a2, b2, out2 = a.view(shape), b.view(shape), out.view(shape)
     a_even, a_odd, b_even, b_odd = a2[..., 0, :], a2[..., 1, :], b2[..., 0, :], b2[..., 1, :]
-    odd_states = _pairwise_scan(a_odd * a_even, torch.addcmul(b_odd, a_odd, b_even))
-    h = torch.empty_like(b2)
-    h[..., 1, :] = odd_states
-    h[..., 0, 0, :] = b_even[..., 0, :]
-    h[..., 1:, 0, :] = torch.addcmul(b_even[..., 1:, :], a_even[..., 1:, :], odd_states[..., :-1, :])
-    return h.flatten(-3, -2)
+    _pairwise_scan(a_odd * a_even, torch.addcmul(b_odd, a_odd, b_even), out2[..., 1, :])
+    out2[..., 0, 0, :] = b_even[..., 0, :]
+    torch.addcmul(b_even[..., 1:, :], a_even[..., 1:, :], out2[..., :-1, 1, :], out=out2[..., 1:, 0, :])
 
 
 def _scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -94,7 +96,9 @@ def _scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if pad:
         a = F.pad(a, (0, 0, 0, pad), value=1.0)
         b = F.pad(b, (0, 0, 0, pad))
-    return _pairwise_scan(a, b)[..., :length, :]
+    out = torch.empty_like(b)
+    _pairwise_scan(a.contiguous(), b.contiguous(), out)
+    return out[..., :length, :] if pad else out
 
 
 class _LinearRecurrence(torch.autograd.Function):
@@ -253,8 +257,9 @@ class Mamba(nn.Module):
         return self.out_proj(y.transpose(1, 2).to(self.out_proj.weight.dtype))
 
     def scan_macs(self, batch: int, seqlen: int) -> int:
+        """The scan's elementwise multiply-accumulates (deltaB_u and the recurrence), not seen by FlopCounterMode."""
         directions = 2 if self.bimamba_type == "v2" else 1
-        return 3 * directions * batch * self.d_inner * seqlen * self.d_state
+        return 2 * directions * batch * self.d_inner * seqlen * self.d_state
 
     def extra_macs(self, inputs, output) -> int:
         batch, seqlen, _ = inputs[0].shape
