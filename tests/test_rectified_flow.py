@@ -7,17 +7,9 @@ import torch
 from diffzoo.diffusion.objective import create_objective
 from diffzoo.diffusion.rectified_flow import RectifiedFlow
 from diffzoo.models import create_model
+from test_moe import one_thread  # noqa: F401  (autouse: one intra-op thread for these tiny tensors)
 
 SHAPE = (64, 3, 4, 4)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (badly so on a shared 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def gaussian_field(mean, std, time_scale, extra_channels=0):
