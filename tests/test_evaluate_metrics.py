@@ -246,3 +246,13 @@ def test_kid_equals_unbiased_polynomial_mmd_on_full_sets():
     expected = ((kxx.sum() - np.trace(kxx)) + (kyy.sum() - np.trace(kyy))) / (m * (m - 1)) - 2 * kxy.mean()
     out = kid(x, y, subsets=1, subset_size=60)
     assert out["mean"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_pr_float32_exact_for_clustered_features_far_from_origin():
+    # |u|^2 ~ 8e4 while squared distances ~ 0.05: the plain expansion in float32 would cancel away
+    # the distances; the float32 option centres the sets by an exact shift first
+    rng = np.random.default_rng(10)
+    ref = (100 + rng.normal(size=(400, 8)) * 0.05).astype(np.float32)
+    samples = (100.01 + rng.normal(size=(500, 8)) * 0.055).astype(np.float32)
+    expected = _brute_force_pr(ref.astype(np.float64), samples.astype(np.float64))
+    assert precision_recall(ref, samples, dtype="float32", row_block=128, col_block=96) == expected

@@ -13,7 +13,9 @@ Everything here works on features (any extractor); see features.py for where the
   k-th smallest squared distance in its own set counting itself at index 0 (k=3); a point is covered
   when its squared distance to some point of the other set is ``<=`` that point's radius. Distances
   are computed as |u|^2 - 2 u.v + |v|^2 clamped at 0, in float16 (ADM's choice) with a float32
-  recomputation of any block that is not finite, or in float32 throughout.
+  recomputation of any block that is not finite (uncentred, as ADM), or in float32 throughout; the
+  float32 option first centres both sets near the reference mean (exact shifts; see _exact_center)
+  so the expansion does not cancel away the digits of small distances between clustered features.
   Work is blocked (rows x cols); radii keep a running k+1 smallest per row, so memory is one block.
 - KID: torch-fidelity's polynomial-kernel MMD estimator on the same features.
 """
@@ -146,7 +148,8 @@ def _to_f16(x: torch.Tensor) -> torch.Tensor:
     return x.half().float()
 
 
-def squared_distances(u: torch.Tensor, v: torch.Tensor, dtype: str = "float16") -> torch.Tensor:
+def squared_distances(u: torch.Tensor, v: torch.Tensor, dtype: str = "float16",
+                      center: torch.Tensor | None = None) -> torch.Tensor:
     """Pairwise squared Euclidean distances max(|u|^2 - 2 u.v + |v|^2, 0) as a float32 block.
 
     float16 emulates ADM's TensorFlow block: inputs, norms, the product and each sum rounded to
@@ -155,6 +158,8 @@ def squared_distances(u: torch.Tensor, v: torch.Tensor, dtype: str = "float16") 
     if dtype not in DISTANCE_DTYPES:
         raise DiffzooError(f"distance dtype must be one of {DISTANCE_DTYPES}, got {dtype!r}")
     u, v = u.float(), v.float()
+    if dtype == "float32" and center is not None:
+        u, v = u - center, v - center
     if dtype == "float16":
         u16, v16 = _to_f16(u), _to_f16(v)
         nu = _to_f16((u16 * u16).sum(1))
@@ -177,7 +182,7 @@ def _blocks(n: int, size: int):
 
 
 def manifold_radii(features, k: int = 3, dtype: str = "float16", row_block: int = 10000,
-                   col_block: int = 10000, device: str | torch.device = "cpu") -> np.ndarray:
+                   col_block: int = 10000, device: str | torch.device = "cpu", center=None) -> np.ndarray:
     """Squared radius of each point: k-th smallest squared distance within the set (self at 0)."""
     feats = torch.as_tensor(features)
     n = feats.shape[0]
@@ -188,7 +193,7 @@ def manifold_radii(features, k: int = 3, dtype: str = "float16", row_block: int 
         rows = feats[r0:r1].to(device)
         best = None
         for c0, c1 in _blocks(n, col_block):
-            d = squared_distances(rows, feats[c0:c1].to(device), dtype)
+            d = squared_distances(rows, feats[c0:c1].to(device), dtype, center)
             cand = d if best is None else torch.cat([best, d], dim=1)
             del d
             best = cand if cand.shape[1] <= k + 1 else torch.topk(cand, k + 1, dim=1, largest=False).values
@@ -199,7 +204,7 @@ def manifold_radii(features, k: int = 3, dtype: str = "float16", row_block: int 
 
 def manifold_coverage(features_a, radii_a, features_b, radii_b, dtype: str = "float16",
                       row_block: int = 10000, col_block: int = 10000,
-                      device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+                      device: str | torch.device = "cpu", center=None) -> tuple[np.ndarray, np.ndarray]:
     """(a inside b's manifold, b inside a's manifold), each a boolean array (ADM's evaluate_pr)."""
     fa, fb = torch.as_tensor(features_a), torch.as_tensor(features_b)
     ra = torch.as_tensor(np.asarray(radii_a, np.float32)).to(device)
@@ -209,11 +214,21 @@ def manifold_coverage(features_a, radii_a, features_b, radii_b, dtype: str = "fl
     for a0, a1 in _blocks(fa.shape[0], row_block):
         rows = fa[a0:a1].to(device)
         for b0, b1 in _blocks(fb.shape[0], col_block):
-            d = squared_distances(rows, fb[b0:b1].to(device), dtype)
+            d = squared_distances(rows, fb[b0:b1].to(device), dtype, center)
             a_in[a0:a1] |= (d <= rb[None, b0:b1]).any(1)
             b_in[b0:b1] |= (d <= ra[a0:a1, None]).any(0)
             del d
     return a_in.cpu().numpy(), b_in.cpu().numpy()
+
+
+def _exact_center(features, rows: int = 2000) -> np.ndarray:
+    """About the mean, rounded to a multiple of a power of two q near the spread: subtracting it is
+    exact in float32 for typical features (both are multiples of ulp(x) <= q), so centred points are
+    exact translates and distances keep their meaning, ties (integer points) included."""
+    head = np.asarray(features[:rows], np.float64)
+    spread = float(head.std(0).mean()) or 1.0
+    q = 2.0 ** np.floor(np.log2(spread))
+    return (np.round(head.mean(0) / q) * q).astype(np.float32)
 
 
 def precision_recall(ref_features, sample_features, k: int = 3, dtype: str = "float16",
@@ -221,7 +236,10 @@ def precision_recall(ref_features, sample_features, k: int = 3, dtype: str = "fl
                      device: str | torch.device = "cpu", ref_radii=None) -> tuple[float, float]:
     """ADM's compute_prec_recall: precision = share of samples inside the reference manifold,
     recall = share of reference points inside the samples' manifold."""
-    opts = dict(dtype=dtype, row_block=row_block, col_block=col_block, device=device)
+    center = None
+    if dtype == "float32":
+        center = torch.from_numpy(_exact_center(ref_features)).to(device)
+    opts = dict(dtype=dtype, row_block=row_block, col_block=col_block, device=device, center=center)
     if ref_radii is None:
         ref_radii = manifold_radii(ref_features, k, **opts)
     sample_radii = manifold_radii(sample_features, k, **opts)
