@@ -28,8 +28,10 @@ def extractor_from_args(args, recorded: str | None = None):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("samples", help="ADM sample file (.npz, arr_0 uint8 NHWC), images-stage shard dir or image folder")
-    p.add_argument("--ref", required=True, help="reference: ADM reference batch or `diffzoo reference-stats` output")
+    p.add_argument("samples", nargs="?", help="ADM sample file (.npz, arr_0 uint8 NHWC), images-stage shard dir or image folder")
+    p.add_argument("--ref", help="reference: ADM reference batch or `diffzoo reference-stats` output")
+    p.add_argument("--params", default=None, help="pipeline mode: evaluate --experiment's samples as params.yaml says")
+    p.add_argument("--experiment", default=None, help="pipeline mode: experiment id from params.yaml")
     p.add_argument("--out", default="metrics.json", help="where to write the metrics (JSON)")
     add_extractor_arguments(p)
     p.add_argument("--distance-dtype", choices=("float16", "float32"), default="float16",
@@ -42,6 +44,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from ..errors import DiffzooError
+
+    if args.params is not None or args.experiment is not None:
+        from ..params import load_params
+        from .stage import evaluate_experiment
+
+        if args.experiment is None:
+            raise DiffzooError("--params needs --experiment ID")
+        evaluate_experiment(load_params(args.params or "params.yaml"), args.experiment, args.device)
+        return 0
+    if args.samples is None or args.ref is None:
+        raise DiffzooError("give SAMPLES and --ref REF (or --params P --experiment ID for the pipeline)")
     from .evaluator import check_resolution, evaluate, format_metrics, write_metrics
     from .images import open_images
     from .reference import load_reference

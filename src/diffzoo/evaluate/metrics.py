@@ -150,10 +150,11 @@ def _to_f16(x: torch.Tensor) -> torch.Tensor:
 
 def squared_distances(u: torch.Tensor, v: torch.Tensor, dtype: str = "float16",
                       center: torch.Tensor | None = None) -> torch.Tensor:
-    """Pairwise squared Euclidean distances max(|u|^2 - 2 u.v + |v|^2, 0) as a float32 block.
+    """Pairwise squared Euclidean distances max(|u|^2 - 2 u.v + |v|^2, 0) as one block.
 
-    float16 emulates ADM's TensorFlow block: inputs, norms, the product and each sum rounded to
-    float16; if anything in the block is not finite (overflow) the block is recomputed in float32.
+    float16 follows ADM's TensorFlow block: inputs and norms rounded to float16, the product
+    accumulated in float32 and rounded, each sum rounded to float16 (the block is returned in
+    float16); if anything in it is not finite (overflow) the block is recomputed in float32.
     """
     if dtype not in DISTANCE_DTYPES:
         raise DiffzooError(f"distance dtype must be one of {DISTANCE_DTYPES}, got {dtype!r}")
@@ -162,12 +163,10 @@ def squared_distances(u: torch.Tensor, v: torch.Tensor, dtype: str = "float16",
         u, v = u - center, v - center
     if dtype == "float16":
         u16, v16 = _to_f16(u), _to_f16(v)
-        nu = _to_f16((u16 * u16).sum(1))
-        nv = _to_f16((v16 * v16).sum(1))
-        d = torch.mm(u16, v16.T)
-        d = _to_f16(d.mul_(-2))
-        d = _to_f16(d.add_(nu[:, None]))
-        d = _to_f16(d.add_(nv[None, :]))
+        nu = (u16 * u16).sum(1).half()
+        nv = (v16 * v16).sum(1).half()
+        d = torch.mm(u16, v16.T).half()   # float32 accumulation, float16 result
+        d.mul_(-2).add_(nu[:, None]).add_(nv[None, :])   # float16 arithmetic: rounded at each step
         if bool(torch.isfinite(d).all()):
             return d.clamp_min_(0)
         del d
@@ -198,8 +197,12 @@ def manifold_radii(features, k: int = 3, dtype: str = "float16", row_block: int 
             del d
             best = cand if cand.shape[1] <= k + 1 else torch.topk(cand, k + 1, dim=1, largest=False).values
             del cand
-        radii[r0:r1] = torch.sort(best, dim=1).values[:, k].cpu().numpy()
+        radii[r0:r1] = torch.sort(best.float(), dim=1).values[:, k].cpu().numpy()
     return radii
+
+
+def _fits_f16(x: torch.Tensor) -> bool:
+    return bool(torch.equal(x.half().float(), x))
 
 
 def manifold_coverage(features_a, radii_a, features_b, radii_b, dtype: str = "float16",
@@ -209,6 +212,8 @@ def manifold_coverage(features_a, radii_a, features_b, radii_b, dtype: str = "fl
     fa, fb = torch.as_tensor(features_a), torch.as_tensor(features_b)
     ra = torch.as_tensor(np.asarray(radii_a, np.float32)).to(device)
     rb = torch.as_tensor(np.asarray(radii_b, np.float32)).to(device)
+    if dtype == "float16" and _fits_f16(ra) and _fits_f16(rb):
+        ra, rb = ra.half(), rb.half()   # same comparisons, without promoting each block to float32
     a_in = torch.zeros(fa.shape[0], dtype=torch.bool, device=device)
     b_in = torch.zeros(fb.shape[0], dtype=torch.bool, device=device)
     for a0, a1 in _blocks(fa.shape[0], row_block):
