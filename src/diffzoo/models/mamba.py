@@ -10,9 +10,9 @@ over time. This module provides:
   deltaB_u = delta * B * u, x_t = deltaA_t * x_{t-1} + deltaB_u_t, y_t = C_t . x_t, y += D * u,
   y *= silu(z); float32 inside, output in the input's dtype.
 * `linear_recurrence`: the scan h_t = a_t * h_{t-1} + b_t behind it, as a parallel scan: odd-even
-  (Blelloch-style) reduction halving the sequence log2(L/16) times, a Hillis-Steele scan on the
-  remaining chunk of at most 16 steps, and the expansion back (about 4 passes over the data in
-  all; lengths are padded with identity steps, so any length works). It works in the linear domain: every factor is a decay in (0, 1], so products can
+  (Blelloch-style) reduction halving the sequence log2(L/16) times (an odd length peels one step),
+  a Hillis-Steele scan on the remaining chunk of at most 16 steps, and the expansion back (about 4
+  passes over the data in all, any length). It works in the linear domain: every factor is a decay in (0, 1], so products can
   only underflow towards their true value 0, never overflow (no exp of cumulative sums). Its
   backward is the reverse recurrence g_t = dh_t + a_{t+1} g_{t+1} run by the same scan, so autograd
   stores only a and h, not the scan's intermediate steps.
@@ -64,41 +64,56 @@ def _prefix_scan(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.
     return decay, state
 
 
-def _pairwise_scan(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
+def _base_scan(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, reverse: bool) -> None:
+    if not reverse:
+        out.copy_(_prefix_scan(a, b)[1])
+        return
+    # g_t = b_t + a_{t+1} g_{t+1}: in flipped time the link into step s is a_{T-s} (roll by one).
+    out.copy_(_prefix_scan(torch.roll(a.flip(-2), 1, dims=-2), b.flip(-2))[1].flip(-2))
+
+
+def _pairwise_scan(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, reverse: bool) -> None:
     """Odd-even reduction (work-efficient parallel scan) along dim -2 of (..., L, N), written to `out`.
 
-    Pairs (2i, 2i+1) compose into one step (a_odd * a_even, a_odd * b_even + b_odd); the half-length
-    problem gives the states at odd positions (written straight into out's odd rows), and
-    h_2i = a_2i * h_2i-1 + b_2i fills the even ones. Total work is about 4 passes over the input
-    whatever L; short or odd lengths go to _prefix_scan.
+    Forward: h_t = a_t h_{t-1} + b_t. Reverse: g_t = b_t + a_{t+1} g_{t+1} (the link between t and
+    t+1 is a_{t+1} in both directions, so the backward pass reuses a unchanged). Pairs (2i, 2i+1)
+    compose into one step; the half-length problem gives one state per pair (written straight into
+    out), and one more fused multiply-add fills the other. Total work is about 4 passes over the
+    input whatever L; odd lengths peel one step, short ones go to a Hillis-Steele scan.
     """
     length, n = a.shape[-2], a.shape[-1]
-    if length <= SCAN_BASE or length % 2:
-        out.copy_(_prefix_scan(a, b)[1])
+    if length <= SCAN_BASE:
+        _base_scan(a, b, out, reverse)
+        return
+    if length % 2:  # peel the step that depends on the rest
+        if reverse:
+            _pairwise_scan(a[..., 1:, :], b[..., 1:, :], out[..., 1:, :], reverse)
+            torch.addcmul(b[..., 0, :], a[..., 1, :], out[..., 1, :], out=out[..., 0, :])
+        else:
+            _pairwise_scan(a[..., :-1, :], b[..., :-1, :], out[..., :-1, :], reverse)
+            torch.addcmul(b[..., -1, :], a[..., -1, :], out[..., -2, :], out=out[..., -1, :])
         return
     shape = (*a.shape[:-2], length // 2, 2, n)
     a2, b2, out2 = a.view(shape), b.view(shape), out.view(shape)
     a_even, a_odd, b_even, b_odd = a2[..., 0, :], a2[..., 1, :], b2[..., 0, :], b2[..., 1, :]
-    _pairwise_scan(a_odd * a_even, torch.addcmul(b_odd, a_odd, b_even), out2[..., 1, :])
-    out2[..., 0, 0, :] = b_even[..., 0, :]
-    torch.addcmul(b_even[..., 1:, :], a_even[..., 1:, :], out2[..., :-1, 1, :], out=out2[..., 1:, 0, :])
+    if not reverse:  # state at the odd position of each pair, then the even ones
+        _pairwise_scan(a_odd * a_even, torch.addcmul(b_odd, a_odd, b_even), out2[..., 1, :], reverse)
+        out2[..., 0, 0, :] = b_even[..., 0, :]
+        torch.addcmul(b_even[..., 1:, :], a_even[..., 1:, :], out2[..., :-1, 1, :], out=out2[..., 1:, 0, :])
+    else:  # state at the even position of each pair; pairs i, i+1 are linked by a_{2i+1} a_{2i+2}
+        links = torch.empty_like(a_even)
+        links[..., 0, :] = 1.0
+        torch.mul(a_odd[..., :-1, :], a_even[..., 1:, :], out=links[..., 1:, :])
+        _pairwise_scan(links, torch.addcmul(b_even, a_odd, b_odd), out2[..., 0, :], reverse)
+        out2[..., -1, 1, :] = b_odd[..., -1, :]
+        torch.addcmul(b_odd[..., :-1, :], a_even[..., 1:, :], out2[..., 1:, 0, :], out=out2[..., :-1, 1, :])
 
 
-def _scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """h_t = a_t * h_{t-1} + b_t along dim -2 of (..., L, N), h_{-1} = 0, without autograd.
-
-    The length is padded (a = 1, b = 0, which leaves every earlier state unchanged) to a multiple of
-    2^k so that k halvings reach a chunk of at most SCAN_BASE steps, scanned by Hillis-Steele.
-    """
-    length = a.shape[-2]
-    halvings = max(0, math.ceil(math.log2(max(length, 1) / SCAN_BASE)))
-    pad = (-length) % (2 ** halvings)
-    if pad:
-        a = F.pad(a, (0, 0, 0, pad), value=1.0)
-        b = F.pad(b, (0, 0, 0, pad))
+def _scan(a: torch.Tensor, b: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """The linear recurrence along dim -2 of (..., L, N) with zero initial state, without autograd."""
     out = torch.empty_like(b)
-    _pairwise_scan(a.contiguous(), b.contiguous(), out)
-    return out[..., :length, :] if pad else out
+    _pairwise_scan(a.contiguous(), b.contiguous(), out, reverse)
+    return out
 
 
 class _LinearRecurrence(torch.autograd.Function):
@@ -113,10 +128,11 @@ class _LinearRecurrence(torch.autograd.Function):
     def backward(ctx, grad_h: torch.Tensor):
         a, h = ctx.saved_tensors
         # g_t = dL/dh_t (total) = grad_h_t + a_{t+1} g_{t+1}: the same recurrence run backwards in time.
-        a_next = F.pad(a[..., 1:, :], (0, 0, 0, 1))
-        g = _scan(a_next.flip(-2), grad_h.flip(-2)).flip(-2)
-        h_prev = F.pad(h[..., :-1, :], (0, 0, 1, 0))
-        return g * h_prev, g
+        g = _scan(a, grad_h, reverse=True)
+        grad_a = torch.empty_like(a)
+        grad_a[..., 0, :] = 0.0  # h_{-1} = 0
+        torch.mul(g[..., 1:, :], h[..., :-1, :], out=grad_a[..., 1:, :])
+        return grad_a, g
 
 
 def linear_recurrence(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -138,10 +154,10 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
         delta = delta + delta_bias[..., None].float()
     if delta_softplus:
         delta = F.softplus(delta)
-    delta_a = torch.exp(delta.unsqueeze(-1) * A.float()[:, None, :])                   # (b, d, L, N)
-    delta_b_u = (delta * u).unsqueeze(-1) * B.float().transpose(1, 2).unsqueeze(1)     # (b, d, L, N)
-    states = linear_recurrence(delta_a, delta_b_u)
-    y = torch.einsum("bdln,bnl->bdl", states, C.float())
+    with torch.autocast(u.device.type, enabled=False):  # float32 throughout, also under autocast
+        delta_a = torch.exp(delta.unsqueeze(-1) * A.float()[:, None, :])                # (b, d, L, N)
+        delta_b_u = (delta * u).unsqueeze(-1) * B.float().transpose(1, 2).unsqueeze(1)  # (b, d, L, N)
+        y = torch.einsum("bdln,bnl->bdl", linear_recurrence(delta_a, delta_b_u), C.float())
     if D is not None:
         y = y + u * D.float()[:, None]
     if z is not None:
