@@ -8,6 +8,8 @@ Each scenario runs in its own subprocess so its peak RSS (ru_maxrss) is its own:
              FID (2048-d) and sFID (2023-d) matrix square roots. Weights: the real file when
              --inception-weights is given, else RANDOM values (speed does not depend on them).
   pr         Precision/Recall on 2048-d features, float16 and float32 distances, blocks of 10K.
+  adm50k     ADM-size files (50K samples + 10K reference, 256x256) through evaluate() with a stand-in
+             extractor of Inception's output sizes: peak RSS of the whole evaluation at real sizes.
 
   .venv/bin/python benchmarks/bench_evaluate.py [--scenario all|e2e|inception|pr] [--device cuda]
 Prints one JSON line per scenario.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,7 +31,23 @@ import torch
 
 
 def peak_rss_mb() -> float:
+    """Peak resident set size (VmHWM; resettable with reset_peak_rss), else ru_maxrss."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Linux: writing 5 to /proc/self/clear_refs resets VmHWM to the current RSS."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
 
 
 def _cpu() -> float:
@@ -138,9 +157,10 @@ def scenario_pr(args) -> dict:
 
     rng = np.random.default_rng(0)
     n_ref, n_s, d = args.pr_ref, args.pr_samples, 2048
-    # pool_3-like: non-negative, squared norms of a few hundred (fp16 range, as with real pool_3)
-    ref = np.abs(rng.normal(0, 0.4, (n_ref, d))).astype(np.float32)
-    smp = np.abs(rng.normal(0, 0.42, (n_s, d))).astype(np.float32)
+    # pool_3-like: non-negative, low intrinsic dimension, squared norms of a few hundred (fp16 range)
+    proj = rng.normal(0, 0.15, (32, d)).astype(np.float32)
+    ref = np.maximum(rng.normal(0, 1, (n_ref, 32)).astype(np.float32) @ proj, 0)
+    smp = np.maximum((rng.normal(0, 1, (n_s, 32)) * 0.9 + 0.1).astype(np.float32) @ proj, 0)
     out = {"scenario": "pr", "device": args.device, "threads": torch.get_num_threads(),
            "n_ref": n_ref, "n_samples": n_s, "dim": d, "block": args.pr_block}
     for dtype in ("float16", "float32"):
@@ -156,7 +176,85 @@ def scenario_pr(args) -> dict:
     return out
 
 
-SCENARIOS = {"e2e": scenario_e2e, "inception": scenario_inception, "pr": scenario_pr}
+class StandInInception:
+    """Inception's output sizes (pool 2048, spatial 2023, logits 1008) at a tiny cost: fixed random
+    projections of the 8x8 average-pooled image. For memory and pipeline timing only, not metrics."""
+
+    name = "inception"
+    weights_sha256 = "stand-in-" + "0" * 55
+    input_resolution = None
+
+    def __init__(self, device: str):
+        g = torch.Generator().manual_seed(0)
+        self.device = torch.device(device)
+        self.w = {k: (torch.randn(192, n, generator=g) / 14).to(self.device)
+                  for k, n in (("pool", 2048), ("spatial", 2023), ("logits", 1008))}
+
+    def describe(self) -> dict:
+        return {"name": "inception-stand-in (benchmark only)", "weights_sha256": self.weights_sha256}
+
+    def __call__(self, images: np.ndarray) -> dict:
+        x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float() / 255
+        x = torch.nn.functional.adaptive_avg_pool2d(x, 8).reshape(len(images), -1)
+        return {k: torch.relu(x @ w) if k != "logits" else x @ w * 8 for k, w in self.w.items()}
+
+
+def write_npz_streaming(path: Path, arrays: dict, images_n: int, res: int, seed: int, chunk: int = 1000) -> None:
+    """An ADM npz with arr_0 (uint8, images_n x res x res x 3) written chunk by chunk, plus small arrays."""
+    import zipfile
+
+    rng = np.random.default_rng(seed)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        with zf.open("arr_0.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_2_0(
+                f, {"descr": "|u1", "fortran_order": False, "shape": (images_n, res, res, 3)})
+            for start in range(0, images_n, chunk):
+                n = min(chunk, images_n - start)
+                low = rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)   # blocky random images
+                f.write(np.repeat(np.repeat(low, res // 16, 1), res // 16, 2).tobytes())
+        for key, value in arrays.items():
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asarray(value))
+
+
+def scenario_adm50k(args) -> dict:
+    """ADM-size files (50K samples and a 10K reference at 256x256, 9.8 GB + 2 GB) through evaluate()
+    with a stand-in extractor of Inception's output sizes: peak RSS of streaming + statistics + P/R."""
+    from diffzoo.evaluate.evaluator import evaluate
+    from diffzoo.evaluate.images import NpzImages
+    from diffzoo.evaluate.reference import stream_features
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-adm-", dir=args.tmp_dir))
+    res, n = 256, args.num_samples
+    ext = StandInInception(args.device)
+    try:
+        write_npz_streaming(tmp / "ref_images.npz", {}, args.ref_images, res, seed=1)
+        run = stream_features(NpzImages(tmp / "ref_images.npz"), ext, 100)
+        stats = {"mu": run.pool.mean(), "sigma": run.pool.cov(), "mu_s": run.spatial.mean(),
+                 "sigma_s": run.spatial.cov()}
+        write_npz_streaming(tmp / "ref.npz", stats, args.ref_images, res, seed=1)
+        (tmp / "ref_images.npz").unlink()
+        write_npz_streaming(tmp / "samples.npz", {}, n, res, seed=2)
+        size_gb = (tmp / "samples.npz").stat().st_size / 1e9
+        rss_setup = peak_rss_mb()
+        reset = reset_peak_rss()
+        rss_start = peak_rss_mb()
+        t0, c0 = time.perf_counter(), _cpu()
+        m = evaluate(tmp / "samples.npz", tmp / "ref.npz", ext, batch_size=100, kid_subsets=100, cache_dir="")
+        return {"scenario": "adm50k", "device": str(ext.device), "threads": torch.get_num_threads(),
+                "num_samples": n, "ref_images": args.ref_images, "resolution": res, "samples_file_gb": round(size_gb, 2),
+                "samples_as_uint8_gb": round(n * res * res * 3 / 1e9, 2),
+                "samples_as_float32_gb": round(n * res * res * 3 * 4 / 1e9, 2),
+                "wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(_cpu() - c0, 1),
+                "stage_seconds": m["seconds"], "peak_rss_mb_of_setup": round(rss_setup, 1),
+                "peak_reset": reset, "rss_mb_at_evaluate_start": round(rss_start, 1),
+                "peak_rss_mb_during_evaluate": round(peak_rss_mb(), 1),
+                "metrics_of_random_images": {k: m[k] for k in ("fid", "sfid", "inception_score", "precision", "recall")}}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+SCENARIOS = {"e2e": scenario_e2e, "inception": scenario_inception, "pr": scenario_pr, "adm50k": scenario_adm50k}
 
 
 def main() -> int:
@@ -171,6 +269,8 @@ def main() -> int:
     p.add_argument("--pr-ref", type=int, default=5000)
     p.add_argument("--pr-samples", type=int, default=5000)
     p.add_argument("--pr-block", type=int, default=10000)
+    p.add_argument("--ref-images", type=int, default=10_000, help="adm50k reference batch size")
+    p.add_argument("--tmp-dir", default=None, help="where adm50k writes its 12 GB of npz files")
     p.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     args, rest = p.parse_known_args()
     if args.scenario == "all" or not args.in_process:
