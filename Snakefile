@@ -7,6 +7,8 @@ from pathlib import Path
 
 configfile: "params.yaml"
 
+localrules: all, report
+
 # The between-workflow output cache (enabled by the default profile) lives with the project unless
 # the user points it elsewhere.
 os.environ.setdefault("SNAKEMAKE_OUTPUT_CACHE", str(Path(".cache/snakemake").resolve()))

@@ -174,3 +174,22 @@ def test_sampling_is_a_function_of_per_sample_seeds():
     both = d.sample_loop(model, (2, 1, 2, 2), generator=gens([5, 6]), method="ddpm")
     alone = d.sample_loop(model, (1, 1, 2, 2), generator=gens([6]), method="ddpm")
     assert torch.allclose(both[1:], alone)
+
+
+@pytest.mark.parametrize("spacing,method", [("250", "ddpm"), ("50", "ddpm"), ("ddim25", "ddim")])
+def test_samplers_recover_a_point_mass_with_the_exact_noise_predictor(spacing, method):
+    """For data that is a single point x*, eps(x_t, t) = (x_t - sqrt(abar_t) x*) / sqrt(1 - abar_t) is
+    exact; every sampler must then end at x* (the model sees original timesteps on 0..999)."""
+    x_star = torch.rand(3, 2, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
+    abar = torch.tensor(ABAR)
+
+    def exact(x, t):
+        a = abar[t].view(-1, 1, 1, 1)
+        eps = (x - a.sqrt() * x_star) / (1 - a).sqrt()
+        return torch.cat([eps, torch.zeros_like(eps)], 1)
+
+    d = create_diffusion(spacing)
+    shape = tuple(x_star.shape)
+    out = d.sample_loop(exact, shape, noise=torch.randn(shape, dtype=torch.float64), method=method,
+                        generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(out, x_star, atol=1e-6)

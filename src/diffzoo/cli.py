@@ -21,6 +21,7 @@ COMMANDS = {
     "train": ("diffzoo.train", "train one experiment (resumable; torchrun on several GPUs)"),
     "sample": ("diffzoo.sample", "sample N images of one experiment to an ADM-format npz and a grid PNG"),
     "code-digest": ("diffzoo.pipeline", "digest of an experiment's backbone source files (what DVC tracks)"),
+    "reference": ("diffzoo.evaluate.stage", "feature extractor and real-image statistics for the evaluate stage"),
     "report": ("diffzoo.report.tables", "the papers' tables (published rows beside ours) and the plots"),
     "evaluate": ("diffzoo.evaluate.command", "FID, sFID, IS, Precision, Recall of a sample file (ADM definitions)"),
 }

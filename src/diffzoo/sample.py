@@ -72,8 +72,8 @@ def sample(params_path: str, exp_id: str, device: str | None = None) -> Path:
     model = load_model(p["model"]).to(device).eval()
     import json
     config = json.loads(p["model"].with_suffix(".json").read_text())
-    objective = build_objective(config["objective"], model.learn_sigma, cfg)
     lat = config["latents"]
+    objective = build_objective(config["objective"], model.learn_sigma, cfg, pixel_space=lat["vae"] == "identity")
     codec = make_codec(lat["vae"], lat["scale"], device, params["latents"]["dtype"])
     shape = lat["shape"]
     num_classes = len(lat["classes"])

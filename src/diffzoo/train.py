@@ -41,10 +41,10 @@ def model_config(exp: dict, latent_meta: dict) -> dict:
     return {"model": exp["model"], "model_args": args, "objective": exp["objective"]}
 
 
-def build_objective(objective: str, learn_sigma: bool, sample_cfg: dict):
+def build_objective(objective: str, learn_sigma: bool, sample_cfg: dict, pixel_space: bool = False):
     if objective == "ddpm":
         return create_objective("ddpm", learn_sigma=learn_sigma, sampling_steps=sample_cfg["sampling_steps"],
-                                sampler=sample_cfg["sampler"])
+                                sampler=sample_cfg["sampler"], clip_denoised=pixel_space)
     return create_objective(objective, sampling_steps=int(sample_cfg["sampling_steps"]))
 
 

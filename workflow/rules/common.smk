@@ -15,7 +15,8 @@ REPORT_OUTPUTS = pipeline.report_outputs(PARAMS)
 
 
 def exp_path(key):
-    return lambda w: str(pipeline.paths(PARAMS, w.exp)[key])
+    """The path pattern of a per-experiment artifact, with the {exp} wildcard."""
+    return str(pipeline.paths(PARAMS, "{exp}")[key])
 
 
 wildcard_constraints:

@@ -13,6 +13,5 @@ rule report:
         slice=pipeline.stage_slice(PARAMS, "report"),
     log:
         "logs/report.log",
-    cache: True
     shell:
         "OMP_NUM_THREADS={threads} diffzoo report --params {PARAMS_FILE} 2> {log}"

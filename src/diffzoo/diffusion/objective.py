@@ -37,7 +37,7 @@ class DDPMObjective:
     name = "ddpm"
 
     def __init__(self, learn_sigma: bool = True, diffusion_steps: int = 1000, noise_schedule: str = "linear",
-                 sampling_steps: str | int = "250", sampler: str = "ddpm"):
+                 sampling_steps: str | int = "250", sampler: str = "ddpm", clip_denoised: bool = False):
         self.train_diffusion = create_diffusion("", noise_schedule=noise_schedule, learn_sigma=learn_sigma,
                                                 diffusion_steps=diffusion_steps)
         self.sample_diffusion = create_diffusion(str(sampling_steps), noise_schedule=noise_schedule,
@@ -45,6 +45,9 @@ class DDPMObjective:
         if sampler not in ("ddpm", "ddim"):
             raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
         self.sampler = sampler
+        # Pixel-space data lives in [-1, 1]: ADM clips each x0 prediction there. DiT's latents are
+        # unbounded and are not clipped (clip_denoised=False, as in the official sample.py).
+        self.clip_denoised = clip_denoised
 
     def training_losses(self, model, x_start, model_kwargs, generator=None):
         t = torch.randint(0, self.train_diffusion.num_timesteps, (x_start.shape[0],), device=x_start.device,
@@ -53,9 +56,9 @@ class DDPMObjective:
         return self.train_diffusion.training_losses(model, x_start, t, model_kwargs, noise=noise)
 
     def sample(self, model_fn, noise, model_kwargs, generator=None, progress=False):
-        return self.sample_diffusion.sample_loop(model_fn, noise.shape, noise=noise, model_kwargs=model_kwargs,
-                                                 device=noise.device, method=self.sampler, generator=generator,
-                                                 progress=progress)
+        return self.sample_diffusion.sample_loop(model_fn, noise.shape, noise=noise, clip_denoised=self.clip_denoised,
+                                                 model_kwargs=model_kwargs, device=noise.device, method=self.sampler,
+                                                 generator=generator, progress=progress)
 
 
 OBJECTIVES: dict[str, Callable[..., Objective]] = {"ddpm": DDPMObjective, "rectified_flow": RectifiedFlow}
