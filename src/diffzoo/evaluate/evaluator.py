@@ -105,8 +105,8 @@ def format_metrics(m: dict) -> str:
         lines.append(f"Class accuracy: {m['class_accuracy']:.4f}")
     lines.append(f"Feature extractor: {fe['name']} (weights sha256 {fe['weights_sha256'][:12]})")
     if fe["name"] == "inception" and not fe.get("weights_verified", True):
-        lines.append("WARNING: these Inception weights are not torch-fidelity's published file; "
-                     "the numbers are not comparable with the papers'")
+        lines.append("WARNING: the Inception weights' sha256 does not start with 6726825d (torch-fidelity's "
+                     "published file): the numbers are not comparable with the papers'")
     return "\n".join(lines)
 
 

@@ -24,7 +24,9 @@ from .images import sha256_file
 INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                  "weights-inception-2015-12-05-6726825d.pth")
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
-INCEPTION_SHA256_PREFIX = "6726825d"   # torch.hub convention: the name carries the sha256 prefix
+# torch.hub convention: the name carries the sha256 prefix (a public note gives the published file's
+# sha256 as 6726825d0af5f729...). A file that differs is used, but flagged in every metrics.json.
+INCEPTION_SHA256_PREFIX = "6726825d"
 INCEPTION_ENV = "DIFFZOO_INCEPTION_WEIGHTS"
 SPATIAL_CHANNELS = 7
 EXTRACTORS = ("inception", "classifier")
@@ -70,7 +72,7 @@ def resolve_inception_weights(path: str | Path | None = None, allow_download: bo
         raise DiffzooError(missing_weights_message("downloads disabled"))
     try:
         hub.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(INCEPTION_URL, str(hub), hash_prefix=INCEPTION_SHA256_PREFIX, progress=False)
+        torch.hub.download_url_to_file(INCEPTION_URL, str(hub), progress=False)  # hash: see describe()
     except Exception as err:  # no network, proxy, hash mismatch: all mean the same to the user
         raise DiffzooError(missing_weights_message(f"download failed: {type(err).__name__}")) from None
     return hub
