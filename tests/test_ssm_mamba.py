@@ -115,7 +115,7 @@ def test_mixer_macs_are_projections_conv_and_declared_scan():
     per_branch = length * (di * k + di * (r + 2 * n) + r * di)
     # conv1d outputs L + k - 1 positions (padding k-1) before the causal cut
     per_branch += (k - 1) * di * k
-    # scan: 3 MACs per state element and direction (y = C.x seen as a matmul, the other 2 declared)
+    # scan: 3 MACs per state element and direction, declared by the mixer
     expected = length * d * 2 * di + length * di * d + 2 * per_branch + 2 * 3 * di * length * n
     assert count_macs(mixer, inputs=(torch.zeros(1, length, d),)) == expected
 

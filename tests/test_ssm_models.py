@@ -42,6 +42,15 @@ def test_diffussm_xl_size_and_cost_match_paper():
     assert abs((cost["gflops"] - declared / 1e9) / 280.3 - 1) < 0.05
 
 
+def test_dis_cost_is_counted_on_the_meta_device():
+    cost = model_cost("DiS-S/2")  # the scan's MACs declared by the mixers are part of it
+    with torch.device("meta"):
+        model = create_model("DiS-S/2")
+    scan = sum(m.scan_macs(1, 2 + 256) for m in model.modules() if hasattr(m, "scan_macs"))
+    assert scan == 25 * 3 * 2 * 736 * 258 * 16  # 25 blocks, 3 MACs, 2 directions, d_inner, tokens, d_state
+    assert cost["gflops"] * 1e9 > scan
+
+
 def test_dis_state_dict_uses_the_authors_names():
     model = create_model("DiS-S/2", input_size=8, hidden_size=32, depth=4, num_classes=10)
     keys = set(model.state_dict())

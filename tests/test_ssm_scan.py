@@ -54,8 +54,11 @@ CASES = [  # (length, use D, use z, use delta_bias, softplus)
 ]
 
 
+@pytest.mark.parametrize("chunk_elements", [1 << 18, 1], ids=["one-chunk", "16-step-chunks"])
 @pytest.mark.parametrize("length,use_d,use_z,use_bias,softplus", CASES)
-def test_scan_matches_sequential_values_and_gradients(length, use_d, use_z, use_bias, softplus):
+def test_scan_matches_sequential_values_and_gradients(length, use_d, use_z, use_bias, softplus, chunk_elements,
+                                                      monkeypatch):
+    monkeypatch.setattr(mamba, "CHUNK_ELEMENTS", chunk_elements)  # 1 -> the minimum chunk of 16 steps
     inp = _inputs(length)
     if not softplus:  # delta must stay positive without softplus
         inp["delta"] = inp["delta"].abs() + 0.01
@@ -83,7 +86,8 @@ def test_scan_matches_sequential_values_and_gradients(length, use_d, use_z, use_
             torch.testing.assert_close(leaves[k].grad.double(), v.grad, rtol=1e-5, atol=1e-5, msg=k)
 
 
-def test_scan_is_stable_for_strong_decay_and_long_sequences():
+def test_scan_is_stable_for_strong_decay_and_long_sequences(monkeypatch):
+    monkeypatch.setattr(mamba, "CHUNK_ELEMENTS", 1)
     # Large steps: exp of cumulative sums of delta*A would be exp(-1e5); the linear-domain scan stays exact.
     inp = _inputs(2000, batch=1, dim=3, n=4, seed=3)
     delta = inp["delta"].abs() * 20 + 5

@@ -27,16 +27,15 @@ two directions of the v2 mixer are added in float32 before out_proj. Summing dou
 magnitude at every layer, which is what made Vim/DiS overflow to NaN in fp16 mixed precision;
 `divide_out=True` (Vim's `if_devide_out`) averages the directions instead. DiS sums (the default).
 
-FLOP counting (diffzoo.flops.count_macs, which runs the CPU path on the meta device): the scan costs
+FLOP counting (diffzoo.flops.count_macs): the projections and the depthwise conv are matmuls and
+convolutions that FlopCounterMode counts. The scan is not; the mixer declares it (`extra_macs`) as
 3 multiply-accumulates per state element (channel x state x token) and direction: deltaB_u =
-(delta*u) * B, x = deltaA * x + deltaB_u, y += C . x. The last is an einsum (a batched matmul) that
-FlopCounterMode counts itself, like the projections and the depthwise conv; the first two are
-elementwise and the mixer declares them (`extra_macs`: 2 per state element and direction).
-exp(delta*A), softplus, the D skip and the silu(z) gate are elementwise and not counted, like every
-other elementwise op in the DiT-style count.
+(delta*u) * B, x = deltaA * x + deltaB_u, y += C . x. exp(delta*A), softplus, the D skip and the
+silu(z) gate are elementwise and not counted, like every other elementwise op in the DiT-style count.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
@@ -140,8 +139,90 @@ def linear_recurrence(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _LinearRecurrence.apply(a.contiguous(), b.contiguous())
 
 
+CHUNK_ELEMENTS = 1 << 18  # states per time chunk (batch x dim x chunk x N): ~1 MB, stays in cache
+
+
+def _chunk_length(batch: int, dim: int, length: int, n: int) -> int:
+    per_step = max(1, batch * dim * n)
+    return max(16, min(length, 1 << max(0, (CHUNK_ELEMENTS // per_step).bit_length() - 1)))
+
+
+class _ChunkedSelectiveScan(torch.autograd.Function):
+    """y_t = C_t . x_t, x_t = exp(delta_t A) x_{t-1} + delta_t u_t B_t (float32, (b, d, L) out).
+
+    Time is cut into chunks whose (b, d, chunk, N) tensors fit in cache; each chunk is scanned in
+    parallel (_scan) from the state the previous chunk left, and only those boundary states are kept
+    for the backward, which recomputes each chunk's states and runs the reverse scan, chunk by chunk
+    from the end, carrying dL/dx across chunk boundaries. Memory is O(b d (L + chunk N)), not O(b d L N).
+    """
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C):
+        batch, dim, length = u.shape
+        n = A.shape[1]
+        chunk = _chunk_length(batch, dim, length, n)
+        du = delta * u
+        y = torch.empty_like(u)
+        state = u.new_zeros(batch, dim, n)
+        starts = list(range(0, length, chunk))
+        boundary = u.new_empty(len(starts), batch, dim, n)  # state entering each chunk
+        for i, s in enumerate(starts):
+            e = min(s + chunk, length)
+            boundary[i] = state
+            decay = torch.exp(delta[:, :, s:e, None] * A[:, None, :])
+            drive = du[:, :, s:e, None] * B[:, None, :, s:e].transpose(-1, -2)
+            drive[:, :, 0].addcmul_(decay[:, :, 0], state)
+            states = _scan(decay, drive)
+            y[:, :, s:e] = (states * C[:, None, :, s:e].transpose(-1, -2)).sum(-1)
+            state = states[:, :, -1]
+        ctx.save_for_backward(u, delta, A, B, C, boundary)
+        ctx.chunk = chunk
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y):
+        u, delta, A, B, C, boundary = ctx.saved_tensors
+        grad_y = grad_y.contiguous()
+        length, chunk = u.shape[-1], ctx.chunk
+        du = delta * u
+        grad_du, grad_delta = torch.empty_like(u), torch.empty_like(u)
+        grad_b, grad_c = torch.empty_like(B), torch.empty_like(C)
+        grad_a = torch.zeros_like(A)
+        carry = None  # dL/dx at the last step of this chunk coming from later chunks (a_{e} g_{e})
+        for i in reversed(range(boundary.shape[0])):
+            s = i * chunk
+            e = min(s + chunk, length)
+            decay = torch.exp(delta[:, :, s:e, None] * A[:, None, :])
+            b_t = B[:, None, :, s:e].transpose(-1, -2)
+            drive = du[:, :, s:e, None] * b_t
+            drive[:, :, 0].addcmul_(decay[:, :, 0], boundary[i])
+            states = _scan(decay, drive)
+            grad_c[:, :, s:e] = (states * grad_y[:, :, s:e, None]).sum(1).transpose(-1, -2)
+            seed = grad_y[:, :, s:e, None] * C[:, None, :, s:e].transpose(-1, -2)
+            if carry is not None:
+                seed[:, :, -1] += carry
+            g = _scan(decay, seed, reverse=True)                      # total dL/dx_t within the chunk
+            carry = decay[:, :, 0] * g[:, :, 0]
+            grad_du[:, :, s:e] = (g * b_t).sum(-1)
+            grad_b[:, :, s:e] = (g * du[:, :, s:e, None]).sum(1).transpose(-1, -2)
+            # d/d(delta*A): g_t x_{t-1} decay_t, with x_{s-1} the boundary state (in place over g).
+            g[:, :, 1:] *= states[:, :, :-1]
+            g[:, :, 0] *= boundary[i]
+            g *= decay
+            grad_delta[:, :, s:e] = (g * A[:, None, :]).sum(-1)
+            grad_a += (g * delta[:, :, s:e, None]).sum((0, 2))
+        grad_delta += grad_du * u
+        return grad_du * delta, grad_delta, grad_a, grad_b, grad_c
+
+
+def _no_autocast(device_type: str):
+    # torch.autocast rejects devices without autocast support (the meta device of the FLOP counter)
+    return torch.autocast(device_type, enabled=False) if device_type in ("cpu", "cuda") else contextlib.nullcontext()
+
+
 def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """Our selective scan: selective_scan_ref's semantics, computed by a parallel scan.
+    """Our selective scan: selective_scan_ref's semantics, computed by a chunked parallel scan.
 
     u, delta, z: (batch, dim, L); A: (dim, N) real; B, C: (batch, N, L) (input-dependent);
     D, delta_bias: (dim,). Returns (batch, dim, L) in u's dtype.
@@ -154,10 +235,9 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
         delta = delta + delta_bias[..., None].float()
     if delta_softplus:
         delta = F.softplus(delta)
-    with torch.autocast(u.device.type, enabled=False):  # float32 throughout, also under autocast
-        delta_a = torch.exp(delta.unsqueeze(-1) * A.float()[:, None, :])                # (b, d, L, N)
-        delta_b_u = (delta * u).unsqueeze(-1) * B.float().transpose(1, 2).unsqueeze(1)  # (b, d, L, N)
-        y = torch.einsum("bdln,bnl->bdl", linear_recurrence(delta_a, delta_b_u), C.float())
+    with _no_autocast(u.device.type):  # float32 throughout, also under autocast
+        y = _ChunkedSelectiveScan.apply(u.contiguous(), delta.contiguous(), A.float().contiguous(),
+                                        B.float().contiguous(), C.float().contiguous())
     if D is not None:
         y = y + u * D.float()[:, None]
     if z is not None:
@@ -273,9 +353,9 @@ class Mamba(nn.Module):
         return self.out_proj(y.transpose(1, 2).to(self.out_proj.weight.dtype))
 
     def scan_macs(self, batch: int, seqlen: int) -> int:
-        """The scan's elementwise multiply-accumulates (deltaB_u and the recurrence), not seen by FlopCounterMode."""
+        """The scan's multiply-accumulates (deltaB_u, the recurrence, C . x), which FlopCounterMode does not see."""
         directions = 2 if self.bimamba_type == "v2" else 1
-        return 2 * directions * batch * self.d_inner * seqlen * self.d_state
+        return 3 * directions * batch * self.d_inner * seqlen * self.d_state
 
     def extra_macs(self, inputs, output) -> int:
         batch, seqlen, _ = inputs[0].shape
