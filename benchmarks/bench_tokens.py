@@ -13,7 +13,6 @@ number of tokens while DiT's attention grows quadratically, so the curves cross 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -56,21 +55,9 @@ def time_step(model, batch: int, size: int, device: str, repeats: int) -> float:
 
 
 def scan_speedup(device: str) -> dict:
-    from test_ssm_scan import _inputs, _loop_scan
+    from test_ssm_scan import _inputs, time_scan_against_loop
 
-    inp = {k: v.to(device) for k, v in _inputs(1024, batch=1, dim=32, n=16, seed=0).items()}
-
-    def run(fn, repeats):
-        best = float("inf")
-        for _ in range(repeats):
-            leaves = {k: v.clone().requires_grad_() for k, v in inp.items()}
-            start = time.perf_counter()
-            fn(**leaves).sum().backward()
-            best = min(best, time.perf_counter() - start)
-        return best
-
-    loop = run(_loop_scan, 1)
-    ours = run(lambda **kw: selective_scan_torch(**kw, delta_softplus=True), 3)
+    loop, ours = time_scan_against_loop({k: v.to(device) for k, v in _inputs(1024, 1, 32, 16).items()})
     return {"shape": "batch 1, d_inner 32, d_state 16, 1024 tokens, forward+backward",
             "sequential_s": loop, "parallel_s": ours, "speedup": loop / ours}
 
@@ -106,7 +93,6 @@ def main() -> None:
             f"{args.threads} thread)", "torch": torch.__version__, "width": args.width, "depth": args.depth,
             "batch": args.batch, "selective_scan": scan_kernel}
     tag = "" if args.device == "cpu" else f"_{args.device}"
-    (args.out / f"tokens{tag}.json").write_text(json.dumps({"meta": meta, "rows": rows, "scan": speed}, indent=1))
     write_markdown(args.out / f"RESULTS_tokens{tag}.md", meta, rows, speed)
     plot(args.out / f"tokens{tag}.png", meta, rows)
 

@@ -9,13 +9,18 @@ over time. This module provides:
   delta <- softplus(delta + delta_bias) (each optional), deltaA = exp(delta * A),
   deltaB_u = delta * B * u, x_t = deltaA_t * x_{t-1} + deltaB_u_t, y_t = C_t . x_t, y += D * u,
   y *= silu(z); float32 inside, output in the input's dtype.
-* `linear_recurrence`: the scan h_t = a_t * h_{t-1} + b_t behind it, as a parallel scan: odd-even
-  (Blelloch-style) reduction halving the sequence log2(L/16) times (an odd length peels one step),
-  a Hillis-Steele scan on the remaining chunk of at most 16 steps, and the expansion back (about 4
-  passes over the data in all, any length). It works in the linear domain: every factor is a decay in (0, 1], so products can
-  only underflow towards their true value 0, never overflow (no exp of cumulative sums). Its
-  backward is the reverse recurrence g_t = dh_t + a_{t+1} g_{t+1} run by the same scan, so autograd
-  stores only a and h, not the scan's intermediate steps.
+* The scan behind it, h_t = a_t * h_{t-1} + b_t (`_scan`, differentiable as `linear_recurrence`),
+  is a parallel scan: odd-even (Blelloch-style) reduction halving the sequence log2(L/16) times (an
+  odd length peels one step), a Hillis-Steele scan on the remaining chunk of at most 16 steps, and
+  the expansion back (about 4 passes over the data, any length). It works in the linear domain:
+  every factor is a decay in (0, 1], so products can only underflow towards their true value 0,
+  never overflow (no exp of cumulative sums). The reverse recurrence g_t = dh_t + a_{t+1} g_{t+1}
+  of the backward runs through the same code.
+* `selective_scan_torch` cuts time into chunks whose (batch, dim, chunk, N) tensors fit in cache
+  (CHUNK_ELEMENTS), scans each chunk from the state the previous one left, and keeps only the chunk
+  boundary states for its hand-written backward (recompute a chunk, reverse scan, carry dL/dx to
+  the previous chunk): memory O(batch dim (L + chunk N)) instead of O(batch dim L N), and no
+  Python loop over time steps.
 * `Mamba`: mamba-ssm's `Mamba` mixer with its constructor arguments, initialisation and state_dict
   names (in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj), plus Vision Mamba's bidirectional
   "v2" variant (`bimamba_type="v2"`: conv1d_b, x_proj_b, dt_proj_b, A_b_log, D_b run on the flipped
