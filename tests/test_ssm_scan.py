@@ -54,11 +54,14 @@ CASES = [  # (length, use D, use z, use delta_bias, softplus)
 ]
 
 
-@pytest.mark.parametrize("chunk_elements", [1 << 18, 1], ids=["one-chunk", "16-step-chunks"])
+@pytest.mark.parametrize("min_chunk,keep", [(1 << 20, 1 << 30), (16, 1 << 30), (16, 0)],
+                         ids=["one-chunk", "16-step-chunks", "16-step-chunks-recomputed"])
 @pytest.mark.parametrize("length,use_d,use_z,use_bias,softplus", CASES)
-def test_scan_matches_sequential_values_and_gradients(length, use_d, use_z, use_bias, softplus, chunk_elements,
+def test_scan_matches_sequential_values_and_gradients(length, use_d, use_z, use_bias, softplus, min_chunk, keep,
                                                       monkeypatch):
-    monkeypatch.setattr(mamba, "CHUNK_ELEMENTS", chunk_elements)  # 1 -> the minimum chunk of 16 steps
+    monkeypatch.setattr(mamba, "CHUNK_ELEMENTS", 1)  # chunks of min_chunk steps (16: several, unequal ends)
+    monkeypatch.setattr(mamba, "MIN_CHUNK", min_chunk)
+    monkeypatch.setattr(mamba, "KEEP_ELEMENTS", keep)  # 0: the backward recomputes every chunk
     inp = _inputs(length)
     if not softplus:  # delta must stay positive without softplus
         inp["delta"] = inp["delta"].abs() + 0.01
@@ -88,6 +91,7 @@ def test_scan_matches_sequential_values_and_gradients(length, use_d, use_z, use_
 
 def test_scan_is_stable_for_strong_decay_and_long_sequences(monkeypatch):
     monkeypatch.setattr(mamba, "CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(mamba, "MIN_CHUNK", 100)
     # Large steps: exp of cumulative sums of delta*A would be exp(-1e5); the linear-domain scan stays exact.
     inp = _inputs(2000, batch=1, dim=3, n=4, seed=3)
     delta = inp["delta"].abs() * 20 + 5

@@ -37,8 +37,8 @@ length), with these choices where the paper is vague:
   backward kernel placed at negative lags). Forward and backward outputs are kept apart (concatenated)
   and mixed by W_down -- the "gated bidirectional" BiGS combination.
 * MLP width E = mlp_ratio * D with mlp_ratio = 1.2: the paper gives no inner widths; 1.2 is chosen so
-  that DiffuSSM-XL has the published size (670M vs about 673M) and cost (276 Gflops of matrix
-  products, 289 with the SSM counted, vs 280.3).
+  that DiffuSSM-XL has the published size (669.9M vs about 673M) and cost (278.2 Gflops of matrix
+  products, 289.7 with the SSM's FFT convolution and kernel counted, vs 280.3).
 * Smaller sizes (ours, the paper has only XL): S 12/384, B 12/768, L 24/1024 (DiT's widths and depths),
   XL 29/1152.
 

@@ -145,11 +145,16 @@ def linear_recurrence(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 CHUNK_ELEMENTS = 1 << 18  # states per time chunk (batch x dim x chunk x N): ~1 MB, stays in cache
+MIN_CHUNK = 64
+KEEP_ELEMENTS = 1 << 23  # up to this many states (32 MB) the forward's are kept for the backward
 
 
 def _chunk_length(batch: int, dim: int, length: int, n: int) -> int:
-    per_step = max(1, batch * dim * n)
-    return max(16, min(length, 1 << max(0, (CHUNK_ELEMENTS // per_step).bit_length() - 1)))
+    """Steps per time chunk: about CHUNK_ELEMENTS states, at least MIN_CHUNK steps (Python overhead per
+    chunk), equal chunks (no short tail)."""
+    target = max(MIN_CHUNK, CHUNK_ELEMENTS // max(1, batch * dim * n))
+    n_chunks = -(-length // target)
+    return -(-length // n_chunks)
 
 
 class _ChunkedSelectiveScan(torch.autograd.Function):
@@ -157,8 +162,9 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
 
     Time is cut into chunks whose (b, d, chunk, N) tensors fit in cache; each chunk is scanned in
     parallel (_scan) from the state the previous chunk left, and only those boundary states are kept
-    for the backward, which recomputes each chunk's states and runs the reverse scan, chunk by chunk
-    from the end, carrying dL/dx across chunk boundaries. Memory is O(b d (L + chunk N)), not O(b d L N).
+    for the backward, which recomputes each chunk's states (unless the whole problem is at most
+    KEEP_ELEMENTS states, then they are kept) and runs the reverse scan, chunk by chunk from the end,
+    carrying dL/dx across chunk boundaries. Memory is O(b d (L + chunk N)), not O(b d L N).
     """
 
     @staticmethod
@@ -171,6 +177,8 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
         state = u.new_zeros(batch, dim, n)
         starts = list(range(0, length, chunk))
         boundary = u.new_empty(len(starts), batch, dim, n)  # state entering each chunk
+        keep = batch * dim * length * n <= KEEP_ELEMENTS   # small problems: keep states, skip recompute
+        ctx.kept = []
         for i, s in enumerate(starts):
             e = min(s + chunk, length)
             boundary[i] = state
@@ -180,6 +188,8 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
             states = _scan(decay, drive)
             y[:, :, s:e] = (states * C[:, None, :, s:e].transpose(-1, -2)).sum(-1)
             state = states[:, :, -1]
+            if keep:
+                ctx.kept.append((decay, states))
         ctx.save_for_backward(u, delta, A, B, C, boundary)
         ctx.chunk = chunk
         return y
@@ -198,11 +208,14 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
         for i in reversed(range(boundary.shape[0])):
             s = i * chunk
             e = min(s + chunk, length)
-            decay = torch.exp(delta[:, :, s:e, None] * A[:, None, :])
             b_t = B[:, None, :, s:e].transpose(-1, -2)
-            drive = du[:, :, s:e, None] * b_t
-            drive[:, :, 0].addcmul_(decay[:, :, 0], boundary[i])
-            states = _scan(decay, drive)
+            if ctx.kept:
+                decay, states = ctx.kept.pop()
+            else:
+                decay = torch.exp(delta[:, :, s:e, None] * A[:, None, :])
+                drive = du[:, :, s:e, None] * b_t
+                drive[:, :, 0].addcmul_(decay[:, :, 0], boundary[i])
+                states = _scan(decay, drive)
             grad_c[:, :, s:e] = (states * grad_y[:, :, s:e, None]).sum(1).transpose(-1, -2)
             seed = grad_y[:, :, s:e, None] * C[:, None, :, s:e].transpose(-1, -2)
             if carry is not None:
