@@ -20,6 +20,7 @@ COMMANDS = {
     "latents": ("diffzoo.latents", "encode images shards to latents (VAE posterior mean/std, or identity)"),
     "train": ("diffzoo.train", "train one experiment (resumable; torchrun on several GPUs)"),
     "sample": ("diffzoo.sample", "sample N images of one experiment to an ADM-format npz and a grid PNG"),
+    "cost": ("diffzoo.commands.cost", "estimated GPU-hours of every experiment in a params file"),
     "code-digest": ("diffzoo.pipeline", "digest of an experiment's backbone source files (what DVC tracks)"),
     "reference": ("diffzoo.evaluate.stage", "feature extractor and real-image statistics for the evaluate stage"),
     "report": ("diffzoo.report.tables", "the papers' tables (published rows beside ours) and the plots"),

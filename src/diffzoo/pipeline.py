@@ -71,21 +71,47 @@ def gpus(params: dict, stage: str) -> int:
     return params["resources"][f"{stage}_gpus"]
 
 
-def runtime_minutes(params: dict, stage: str, exp_id: str) -> int:
-    """A SLURM time limit from the stage's work: forward Gflops x images x (3 for training), at a
-    conservative 30% of an H100's bf16 peak, doubled for safety; at least 30 minutes."""
+H100_BF16_PEAK = 989e12   # dense bf16 flop/s
+ASSUMED_MFU = 0.3          # a conservative model FLOP utilisation for the estimates
+
+
+def stage_flops(params: dict, stage: str, exp_id: str) -> float:
+    """Flops of a train or sample stage: 2 x MACs per forward, x3 for a training step (the DiT
+    paper's estimate), x2 forwards per sampling step under guidance."""
     from .flops import model_cost
 
     exp = experiment(params, exp_id)
-    gflops = model_cost(exp["model"], **exp["model_args"])["gflops"]
+    res = params["data"]["resolution"]
+    size = res // 8 if params["latents"]["vae"] != "identity" else res
+    args = {"input_size": size, **exp["model_args"]}
+    macs = model_cost(exp["model"], **args)["gflops"] * 1e9
     if stage == "train":
-        work = 3 * gflops * 1e9 * exp["train"]["steps"] * exp["train"]["global_batch_size"]
-    else:
-        s = exp["sample"]
-        steps = int(s["sampling_steps"].removeprefix("ddim"))
-        work = gflops * 1e9 * s["num_samples"] * steps * (2 if s["cfg_scale"] > 1 else 1)
-    seconds = 2 * work / (0.3 * 989e12 * gpus(params, stage))
-    return max(30, math.ceil(seconds / 60))
+        return 3 * 2 * macs * exp["train"]["steps"] * exp["train"]["global_batch_size"]
+    s = exp["sample"]
+    steps = int(s["sampling_steps"].removeprefix("ddim"))
+    return 2 * macs * s["num_samples"] * steps * (2 if s["cfg_scale"] > 1 else 1)
+
+
+def gpu_hours(params: dict, stage: str, exp_id: str) -> float:
+    """Estimated H100 GPU-hours of a stage at ASSUMED_MFU."""
+    return stage_flops(params, stage, exp_id) / (ASSUMED_MFU * H100_BF16_PEAK) / 3600
+
+
+def runtime_minutes(params: dict, stage: str, exp_id: str) -> int:
+    """A SLURM time limit: the estimated wall time on the stage's GPUs, doubled; at least 30 minutes."""
+    hours = gpu_hours(params, stage, exp_id) / gpus(params, stage)
+    return max(30, math.ceil(2 * hours * 60))
+
+
+def cost_summary(params: dict) -> str:
+    """The estimate printed before a run starts: GPU-hours per experiment (train + sample)."""
+    lines, total = [], 0.0
+    for exp_id in params["experiments"]:
+        train, sample = gpu_hours(params, "train", exp_id), gpu_hours(params, "sample", exp_id)
+        total += train + sample
+        lines.append(f"  {exp_id:24s} train {train:10.1f}  sample {sample:8.1f}")
+    return (f"diffzoo cost estimate (H100 GPU-hours at {ASSUMED_MFU:.0%} bf16 MFU; evaluation not included):\n"
+            + "\n".join(lines) + f"\n  {'total':24s} {total:10.1f}")
 
 
 def report_outputs(params: dict) -> list[str]:

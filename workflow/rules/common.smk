@@ -21,3 +21,7 @@ def exp_path(key):
 
 wildcard_constraints:
     exp="|".join(map(str, EXPERIMENTS)),
+
+
+onstart:
+    print(pipeline.cost_summary(PARAMS), file=sys.stderr)

@@ -19,7 +19,7 @@ from ..utils import atomic_path
 from .published import load_papers
 
 COLUMNS = ["source", "experiment", "model", "setting", "features", "fid", "sfid", "is", "precision", "recall",
-           "params", "gflops", "train_images", "gpu_hours"]
+           "class_acc", "params", "gflops", "train_images", "gpu_hours"]
 ADM = "inception (ADM suite)"
 
 
@@ -83,10 +83,10 @@ def our_rows(params: dict) -> list[dict]:
                   f"{s['sampling_steps']} {'Euler' if exp['objective'] == 'rectified_flow' else s['sampler']} steps" + \
                   (f", cfg {s['cfg_scale']} ({s['guidance']})" if s["cfg_scale"] > 1 else "")
         rows.append({"source": "diffzoo", "experiment": exp_id, "model": exp["model"], "setting": setting,
-                     "features": metrics.get("feature_extractor", {}).get("name", "?")
-                     if isinstance(metrics.get("feature_extractor"), dict) else metrics.get("feature_extractor", "?"),
-                     "fid": metrics.get("fid"), "sfid": metrics.get("sfid"), "is": metrics.get("is"),
+                     "features": metrics["feature_extractor"]["name"],
+                     "fid": metrics.get("fid"), "sfid": metrics.get("sfid"), "is": metrics.get("inception_score"),
                      "precision": metrics.get("precision"), "recall": metrics.get("recall"),
+                     "class_acc": metrics.get("class_accuracy"),
                      "params": train["params"], "gflops": train["gflops"], "train_images": train["images_seen"],
                      "gpu_hours": train["gpu_hours"]})
     return rows
@@ -98,7 +98,7 @@ def _fmt(value, col: str) -> str:
     if col in ("params", "train_images"):
         v = float(value)
         return f"{v / 1e9:.2f}B" if v >= 1e9 else f"{v / 1e6:.1f}M" if v >= 1e6 else f"{v / 1e3:.1f}K"
-    if col in ("precision", "recall"):
+    if col in ("precision", "recall", "class_acc"):
         return f"{value:.3f}"
     if isinstance(value, float):
         return f"{value:.2f}" if col != "gflops" or value >= 0.1 else f"{value:.4f}"

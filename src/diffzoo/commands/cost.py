@@ -1,0 +1,15 @@
+"""`diffzoo cost --params P`: estimated GPU-hours per experiment (also printed by the Snakefile
+before a run starts)."""
+from __future__ import annotations
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+
+
+def run(args) -> int:
+    from ..params import load_params
+    from ..pipeline import cost_summary
+
+    print(cost_summary(load_params(args.params)))
+    return 0

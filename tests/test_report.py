@@ -1,0 +1,64 @@
+"""Paper tables: published rows from papers.yaml beside ours, every row naming its feature extractor."""
+import csv
+import io
+import json
+
+import pytest
+import yaml
+
+from diffzoo.params import paths, validate
+from diffzoo.report.published import PAPERS_YAML, load_papers
+from diffzoo.report.tables import TABLES, published_rows, render, report
+
+
+def test_published_numbers_are_the_reference_file():
+    """The project's copy of the published numbers is the shared reference, unchanged."""
+    assert load_papers()["dit"]["table4_256"]["XL/2"] == {"gflops": 118.64, "fid50k": 19.47}
+    assert yaml.safe_load(PAPERS_YAML.read_text())["dit_moe"]["imagenet256_xl2_guided"]["fid"] == 1.72
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_every_table_has_rows_with_sources(table):
+    rows = published_rows(table)
+    if table == "default":
+        assert rows == []
+        return
+    assert rows and all(r["source"] and r["features"] == "inception (ADM suite)" for r in rows)
+
+
+def test_dit_table4_rows():
+    rows = {r["model"]: r for r in published_rows("dit_table4")}
+    assert len(rows) == 12
+    assert rows["DiT-B/4"]["fid"] == 68.38 and rows["DiT-B/4"]["gflops"] == 5.56
+    assert rows["DiT-S/8"]["params"] == 33148160
+
+
+def test_report_puts_ours_beside_published(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    raw = {"report": {"tables": ["dit_table4"]}, "experiments": {
+        "b4": {"model": "DiT-B/4", "model_args": {}, "objective": "ddpm", "train": {}, "sample": {}}}}
+    params = validate(raw)
+    p = paths(params, "b4")
+    for path, obj in [(p["metrics"], {"fid": 70.5, "sfid": 9.1, "inception_score": 20.0, "precision": 0.5,
+                                      "recall": 0.6, "class_accuracy": None,
+                                      "feature_extractor": {"name": "inception"}}),
+                      (p["train_metrics"], {"steps": 400000, "params": 130475648, "gflops": 5.57,
+                                            "images_seen": 102400000, "gpu_hours": 123.4})]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(obj))
+    p["train_log"].write_text("step\tloss\n1\t0.5\n2\t0.4\n")
+    written = report(params, tmp_path / "results")
+    md = (tmp_path / "results/tables/dit_table4.md").read_text()
+    assert "| DiT Table 4 |  | DiT-B/4 |" in md and "| diffzoo | b4 | DiT-B/4 |" in md
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "results/tables/dit_table4.csv").read_text())))
+    assert len(rows) == 13
+    ours = rows[-1]
+    assert ours["fid"] == "70.5" and ours["features"] == "inception" and ours["gpu_hours"] == "123.4"
+    assert (tmp_path / "results/tables/dit_table4.tex").read_text().count("\\\\") == 14
+    assert all(w.stat().st_size > 0 for w in written)
+
+
+def test_render_formats():
+    out = render([{"source": "x", "params": 675129632, "precision": 0.8265, "fid": 2.274, "train_images": 1.79e9}])
+    line = out["md"].splitlines()[2]
+    assert "675.1M" in line and "0.827" in line and "2.27" in line and "1.79B" in line
