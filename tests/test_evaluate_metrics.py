@@ -257,3 +257,25 @@ def test_pr_float32_exact_for_clustered_features_far_from_origin():
     samples = (100.01 + rng.normal(size=(500, 8)) * 0.055).astype(np.float32)
     expected = _brute_force_pr(ref.astype(np.float64), samples.astype(np.float64))
     assert precision_recall(ref, samples, dtype="float32", row_block=128, col_block=96) == expected
+
+
+def test_precision_recall_runs_without_tf32_and_restores_flags(monkeypatch):
+    from diffzoo.evaluate import metrics
+
+    seen = []
+    real = metrics.squared_distances
+
+    def spy(*a, **kw):
+        seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(metrics, "squared_distances", spy)
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        x = np.random.default_rng(11).normal(size=(20, 3)).astype(np.float32)
+        precision_recall(x, x + 0.1, dtype="float32")
+        assert seen and all(flags == (False, False) for flags in seen)
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old

@@ -20,6 +20,7 @@ import torch
 
 from ..errors import DiffzooError
 from .images import sha256_file
+from .metrics import strict_float32
 
 INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                  "weights-inception-2015-12-05-6726825d.pth")
@@ -116,7 +117,8 @@ class InceptionExtractor:
     def __call__(self, images: np.ndarray) -> dict[str, torch.Tensor]:
         x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2)
         self._spatial.clear()
-        pool, logits = self.model(x)
+        with strict_float32():
+            pool, logits = self.model(x)
         spatial = adm_spatial_features(self._spatial.pop()).float()
         return {"pool": pool, "logits": logits, "spatial": spatial}
 

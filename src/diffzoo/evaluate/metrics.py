@@ -22,6 +22,7 @@ Everything here works on features (any extractor); see features.py for where the
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -30,6 +31,18 @@ from scipy import linalg
 from ..errors import DiffzooError
 
 DISTANCE_DTYPES = ("float16", "float32")
+
+
+@contextmanager
+def strict_float32():
+    """No TF32 in CUDA matmuls/convolutions inside (cuDNN allows it by default; training code may
+    enable it for matmuls): metric features and float32 distances must be float32."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 class GaussianStats:
@@ -245,10 +258,11 @@ def precision_recall(ref_features, sample_features, k: int = 3, dtype: str = "fl
     if dtype == "float32":
         center = torch.from_numpy(_exact_center(ref_features)).to(device)
     opts = dict(dtype=dtype, row_block=row_block, col_block=col_block, device=device, center=center)
-    if ref_radii is None:
-        ref_radii = manifold_radii(ref_features, k, **opts)
-    sample_radii = manifold_radii(sample_features, k, **opts)
-    ref_in, sample_in = manifold_coverage(ref_features, ref_radii, sample_features, sample_radii, **opts)
+    with strict_float32():
+        if ref_radii is None:
+            ref_radii = manifold_radii(ref_features, k, **opts)
+        sample_radii = manifold_radii(sample_features, k, **opts)
+        ref_in, sample_in = manifold_coverage(ref_features, ref_radii, sample_features, sample_radii, **opts)
     return float(sample_in.mean()), float(ref_in.mean())
 
 
