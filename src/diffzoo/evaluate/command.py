@@ -34,8 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", default=None, help="pipeline mode: experiment id from params.yaml")
     p.add_argument("--out", default="metrics.json", help="where to write the metrics (JSON)")
     add_extractor_arguments(p)
-    p.add_argument("--distance-dtype", choices=("float16", "float32"), default="float16",
-                   help="P/R distances: float16 with float32 fallback as ADM, or float32 throughout")
+    p.add_argument("--distance-dtype", choices=("float16", "float32"), default=None,
+                   help="P/R distances: float16 with float32 fallback as ADM, or float32 throughout "
+                        "(default: float16 for inception, float32 for classifier)")
     p.add_argument("--k", type=int, default=3, help="P/R neighbourhood size (ADM: 3)")
     p.add_argument("--is-split", type=int, default=5000, help="IS split size, in file order (ADM: 5000)")
     p.add_argument("--pr-block", type=int, default=10000, help="rows/cols per P/R distance block (ADM: 10000)")

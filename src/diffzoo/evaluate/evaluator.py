@@ -38,12 +38,21 @@ def check_compatible(ref: Reference, source: ImageSource, extractor) -> None:
             f"({extractor.weights_sha256[:12]}): numbers from different extractors must not be mixed")
 
 
+def default_distance_dtype(extractor_name: str) -> str:
+    return "float16" if extractor_name == "inception" else "float32"
+
+
 def evaluate(samples: str | Path | ImageSource, reference: str | Path | Reference, extractor, *,
-             batch_size: int = 100, is_split: int = 5000, k: int = 3, distance_dtype: str = "float16",
+             batch_size: int = 100, is_split: int = 5000, k: int = 3, distance_dtype: str | None = None,
              pr_block: int = 10000, kid_subsets: int = 100, kid_subset_size: int = 1000,
              cache_dir: str | Path | None = None) -> dict:
-    """All metrics of ``samples`` (ADM npz, shard dir or image folder) against ``reference``."""
+    """All metrics of ``samples`` (ADM npz, shard dir or image folder) against ``reference``.
+
+    ``distance_dtype`` None: float16 for Inception (ADM's choice, needed to match the papers),
+    float32 for our classifier, whose features (squared norms of thousands) are too coarse in float16.
+    """
     t0 = time.perf_counter()
+    distance_dtype = distance_dtype or default_distance_dtype(extractor.name)
     source = samples if isinstance(samples, ImageSource) else open_images(samples)
     ref = reference if isinstance(reference, Reference) else load_reference(reference)
     check_compatible(ref, source, extractor)
