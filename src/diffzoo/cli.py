@@ -23,6 +23,8 @@ COMMANDS = {
     "cost": ("diffzoo.commands.cost", "estimated GPU-hours of every experiment in a params file"),
     "code-digest": ("diffzoo.pipeline", "digest of an experiment's backbone source files (what DVC tracks)"),
     "reference": ("diffzoo.evaluate.stage", "feature extractor and real-image statistics for the evaluate stage"),
+    "reference-stats": ("diffzoo.evaluate.reference_command", "ADM-format reference statistics of a data set's images for one feature extractor, cached by content"),
+    "train-classifier": ("diffzoo.evaluate.classifier_command", "train the in-domain digits classifier used as feature extractor (deterministic, CPU)"),
     "report": ("diffzoo.report.tables", "the papers' tables (published rows beside ours) and the plots"),
     "evaluate": ("diffzoo.evaluate.command", "FID, sFID, IS, Precision, Recall of a sample file (ADM definitions)"),
 }

@@ -64,7 +64,7 @@ def evaluate_experiment(params: dict, exp_id: str, device: str | None = None) ->
     if not p["samples"].is_file():
         raise DiffzooError(f"{p['samples']} does not exist: run the sample stage of {exp_id!r} first")
     metrics = evaluate(p["samples"], p["reference"] / REFERENCE, _extractor(params, p["reference"], device),
-                       batch_size=ev["batch_size"], distance_dtype=ev["pr_distance_dtype"], cache_dir="")
+                       batch_size=ev["batch_size"], distance_dtype=ev["pr_distance_dtype"], cache_dir=None)
     metrics["experiment"] = exp_id
     write_json(p["metrics"], metrics)
     print(format_metrics(metrics))
