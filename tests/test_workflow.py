@@ -173,3 +173,14 @@ def test_dvc_end_to_end_and_caching(tmp_path):
     write_params(p, raw)
     ran = jobs(dvc("repro"))
     assert {j for j in ran if j[0] != "code-digest"} == chain("dit-b")
+
+    # A DVC remote round trip: push every artifact, lose the workspace copies and the cache, pull.
+    before = read(p, "results/tables/default.md")
+    dvc("remote", "add", "-d", "local", str(tmp_path / "remote"))
+    dvc("push")
+    for rel in ("data", "results", ".dvc/cache"):
+        shutil.rmtree(p / rel)
+    dvc("pull")
+    assert "Data and pipelines are up to date" in dvc("status")
+    assert read(p, "results/tables/default.md") == before
+    assert (p / "data/experiments/dit-b/model.safetensors").stat().st_size > 0

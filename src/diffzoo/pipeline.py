@@ -67,8 +67,28 @@ def stage_slice(params: dict, stage: str, exp_id: str | None = None) -> dict:
     raise KeyError(stage)
 
 
+GPU_STAGES = ("latents", "reference", "train", "sample", "evaluate")
+
+
 def gpus(params: dict, stage: str) -> int:
-    return params["resources"][f"{stage}_gpus"]
+    """GPUs a stage's job asks for: params `resources` for train and sample, one for the other GPU
+    stages, none for the CPU stages."""
+    if stage in ("train", "sample"):
+        return params["resources"][f"{stage}_gpus"]
+    return 1 if stage in GPU_STAGES else 0
+
+
+def resources(params: dict, stage: str) -> dict:
+    """A rule's resources for the SLURM executor plugin: `gpu` (and `gpu_model`), and for train and
+    sample a `runtime` (minutes) from the estimated work of each experiment."""
+    out: dict = {}
+    if gpus(params, stage):
+        out["gpu"] = gpus(params, stage)
+        if params["resources"]["gpu_model"]:
+            out["gpu_model"] = params["resources"]["gpu_model"]
+    if stage in ("train", "sample"):
+        out["runtime"] = lambda wildcards: runtime_minutes(params, stage, wildcards.exp)
+    return out
 
 
 H100_BF16_PEAK = 989e12   # dense bf16 flop/s
@@ -122,7 +142,7 @@ def report_outputs(params: dict) -> list[str]:
     return out
 
 
-__all__ = ["load", "paths", "stage_slice", "code_files", "gpus", "runtime_minutes", "report_outputs"]
+__all__ = ["load", "paths", "stage_slice", "code_files", "gpus", "resources", "runtime_minutes", "report_outputs"]
 
 
 # ---- `diffzoo code-digest`: what DVC tracks of an experiment's backbone ------------------------------

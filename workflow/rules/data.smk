@@ -32,6 +32,8 @@ rule images:
 
 
 rule latents:
+    resources:
+        **pipeline.resources(PARAMS, "latents"),
     input:
         PATHS["images"],
         pipeline.code_files("latents"),
@@ -39,8 +41,6 @@ rule latents:
         directory(PATHS["latents"]),
     params:
         slice=pipeline.stage_slice(PARAMS, "latents"),
-    resources:
-        gpu=1,
     log:
         "logs/latents.log",
     cache: True
@@ -49,6 +49,8 @@ rule latents:
 
 
 rule reference:
+    resources:
+        **pipeline.resources(PARAMS, "reference"),
     input:
         PATHS["images"],
         pipeline.code_files("reference"),
@@ -56,8 +58,6 @@ rule reference:
         directory(PATHS["reference"]),
     params:
         slice=pipeline.stage_slice(PARAMS, "reference"),
-    resources:
-        gpu=1,
     log:
         "logs/reference.log",
     cache: True

@@ -3,6 +3,8 @@
 
 
 rule train:
+    resources:
+        **pipeline.resources(PARAMS, "train"),
     input:
         latents=PATHS["latents"],
         code=lambda w: pipeline.code_files("train", PARAMS, w.exp),
@@ -13,9 +15,6 @@ rule train:
         log=exp_path("train_log"),
     params:
         slice=lambda w: pipeline.stage_slice(PARAMS, "train", w.exp),
-    resources:
-        gpu=lambda w: pipeline.gpus(PARAMS, "train"),
-        runtime=lambda w: pipeline.runtime_minutes(PARAMS, "train", w.exp),
     log:
         "logs/train-{exp}.log",
     cache: True
@@ -24,6 +23,8 @@ rule train:
 
 
 rule sample:
+    resources:
+        **pipeline.resources(PARAMS, "sample"),
     input:
         model=exp_path("model"),
         code=lambda w: pipeline.code_files("sample", PARAMS, w.exp),
@@ -32,9 +33,6 @@ rule sample:
         grid=exp_path("grid"),
     params:
         slice=lambda w: pipeline.stage_slice(PARAMS, "sample", w.exp),
-    resources:
-        gpu=lambda w: pipeline.gpus(PARAMS, "sample"),
-        runtime=lambda w: pipeline.runtime_minutes(PARAMS, "sample", w.exp),
     log:
         "logs/sample-{exp}.log",
     cache: True
@@ -43,6 +41,8 @@ rule sample:
 
 
 rule evaluate:
+    resources:
+        **pipeline.resources(PARAMS, "evaluate"),
     input:
         samples=exp_path("samples"),
         reference=PATHS["reference"],
@@ -51,8 +51,6 @@ rule evaluate:
         metrics=exp_path("metrics"),
     params:
         slice=lambda w: pipeline.stage_slice(PARAMS, "evaluate", w.exp),
-    resources:
-        gpu=1,
     log:
         "logs/evaluate-{exp}.log",
     cache: True
