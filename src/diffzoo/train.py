@@ -115,16 +115,22 @@ def train(params_path: str, exp_id: str) -> dict:
         model.set_grad_checkpointing(True)
 
     # A checkpoint resumes only a run of the same configuration and data.
+    # A checkpoint resumes only a run of the same configuration, data and code (a code change that
+    # made an engine rerun this stage must not continue weights trained by the old code).
+    from .checkpoints import sha256_file
+    from .pipeline import code_files
+    code = {f: sha256_file(f) for f in code_files("train", params, exp_id)}
     run_key = content_hash({"model": mcfg, "train": {k: v for k, v in cfg.items() if k not in ("log_every", "ckpt_every", "num_workers")},
-                            "latents": data.meta, "world": world})
+                            "latents": data.meta, "world": world, "code": code})
     ckpt_dir = p["checkpoints"]
-    start, elapsed = 0, 0.0
+    start, elapsed, log_rows = 0, 0.0, []  # log rows travel in the checkpoint (engines delete outputs)
     state = _latest_checkpoint(ckpt_dir, run_key) if ckpt_dir.exists() else None
     if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
         start, elapsed = int(state["step"]), float(state["elapsed"])
+        log_rows = list(state["log"])
         print(f"resuming {exp_id} from step {start}", file=sys.stderr)
     elif ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)  # checkpoints of another configuration
@@ -135,9 +141,6 @@ def train(params_path: str, exp_id: str) -> dict:
         net = torch.compile(net)
 
     log_path = p["train_log"]
-    log_rows = []
-    if start and log_path.exists():
-        log_rows = [r for r in log_path.read_text().splitlines()[1:] if int(r.split("\t")[0]) <= start]
     header = "step\tloss\tmse\tvb\taux\timages_per_s"
 
     def write_log():
@@ -151,7 +154,7 @@ def train(params_path: str, exp_id: str) -> dict:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(ckpt_dir / f"step-{step:07d}.pt") as tmp:
             torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                        "step": step, "run_key": run_key, "elapsed": elapsed}, tmp)
+                        "step": step, "run_key": run_key, "elapsed": elapsed, "log": log_rows}, tmp)
         for old in sorted(ckpt_dir.glob("step-*.pt"))[:-KEEP_CHECKPOINTS]:
             old.unlink()
         write_log()
@@ -228,6 +231,7 @@ def train(params_path: str, exp_id: str) -> dict:
         config = {**mcfg, "experiment": exp_id, "train": cfg, "sample": exp["sample"], "latents": {
             k: data.meta[k] for k in ("vae", "scale", "shape", "classes")}, "summary": summary}
         save_checkpoint(p["model"], ema.state_dict(), config)
+        write_log()
         write_json(p["train_metrics"], summary)
     if world > 1:
         import torch.distributed as dist
