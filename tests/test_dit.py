@@ -252,3 +252,24 @@ def test_labels_dropped_only_in_training():
     assert 0.45 < dropped < 0.55
     assert torch.equal(emb(y, train=False), emb.embedding_table(y))
     assert count_params(model) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name,kw", [("DiT-S/4", {"num_heads": 2}), ("DiS-S/4", {"drop_path_rate": 0.0}),
+                                     ("DiffuSSM-S", {}), ("DiT-MoE-S/2-8E2A", {"num_heads": 2})])
+def test_activation_checkpointing_gives_the_same_gradients(name, kw):
+    def grads(checkpointing):
+        torch.manual_seed(0)
+        model = create_model(name, input_size=8, in_channels=3, num_classes=10, hidden_size=32, depth=2, **kw)
+        randomized(model)
+        model.set_grad_checkpointing(checkpointing)
+        out = model(torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([3, 700]),
+                    torch.tensor([1, 2]))
+        loss = out.square().mean()
+        aux = model.aux_loss()
+        (loss + (aux if aux is not None else 0)).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain, ckpt = grads(False), grads(True)
+    assert plain.keys() == ckpt.keys() and len(plain) > 10
+    for n in plain:
+        assert torch.allclose(plain[n], ckpt[n], atol=1e-6, rtol=1e-5), n

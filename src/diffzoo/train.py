@@ -111,7 +111,7 @@ def train(params_path: str, exp_id: str) -> dict:
     objective = build_objective(exp["objective"], mcfg["model_args"]["learn_sigma"], exp["sample"])
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    if cfg["grad_checkpointing"] and hasattr(model, "set_grad_checkpointing"):
+    if cfg["grad_checkpointing"]:
         model.set_grad_checkpointing(True)
 
     # A checkpoint resumes only a run of the same configuration and data.

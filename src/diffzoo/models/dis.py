@@ -146,11 +146,11 @@ class DiS(Backbone):
 
         residual, skips = None, []
         for block in self.in_blocks:
-            hidden, residual = block(hidden, residual)
+            hidden, residual = self.run_block(block, hidden, residual)
             skips.append(hidden)
-        hidden, residual = self.mid_block(hidden, residual)
+        hidden, residual = self.run_block(self.mid_block, hidden, residual)
         for block in self.out_blocks:
-            hidden, residual = block(hidden, residual, skip=skips.pop())
+            hidden, residual = self.run_block(block, hidden, residual, skip=skips.pop())
         residual = residual + drop_path(hidden, self.drop_path_rate, self.training)
         hidden = self.norm_f(residual.to(self.norm_f.weight.dtype))
 

@@ -98,7 +98,7 @@ class DiT(Backbone):
         x = self.x_embedder(x) + self.pos_embed
         c = self.t_embedder(t) + self.y_embedder(y, self.training)
         for block in self.blocks:
-            x = block(x, c)
+            x = self.run_block(block, x, c)
         x = self.final_layer(x, c)
         return unpatchify(x, self.patch_size, self.out_channels)
 

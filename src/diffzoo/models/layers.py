@@ -196,6 +196,19 @@ class Backbone(nn.Module):
     num_classes: int
     input_size: int
 
+    grad_checkpointing: bool = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass instead of storing them."""
+        self.grad_checkpointing = enable
+
+    def run_block(self, block: nn.Module, *args, **kwargs):
+        """block(*args), under non-reentrant activation checkpointing when enabled in training."""
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+            return checkpoint(block, *args, use_reentrant=False, **kwargs)
+        return block(*args, **kwargs)
+
     def aux_loss(self) -> torch.Tensor | None:
         """Extra training loss of the last forward (the MoE balance loss); None for dense models.
         The trainer adds it to the objective's loss as it is (coefficients live in the model)."""
