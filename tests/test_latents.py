@@ -1,0 +1,85 @@
+"""Latent precompute with a real diffusers AutoencoderKL (a small one with random weights, saved and
+loaded with save_pretrained/from_pretrained as a published VAE is), and the identity codec."""
+import numpy as np
+import pytest
+import torch
+
+from diffzoo.data.dataset import build_dataset
+from diffzoo.data.images import build_images
+from diffzoo.data.shards import iter_shards
+from diffzoo.errors import DiffzooError
+from diffzoo.latents import LatentDataset, encode_shards, make_codec, to_uint8
+
+
+@pytest.fixture(scope="module")
+def images_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("latents")
+    build_dataset("digits", out=root / "raw", max_per_class=2)
+    build_images(root / "raw", root / "images", 16, workers=1)
+    return root / "images"
+
+
+@pytest.fixture(scope="module")
+def vae_dir(tmp_path_factory):
+    from diffusers.models import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        layers_per_block=1, norm_num_groups=4)
+    path = tmp_path_factory.mktemp("vae") / "tiny-vae"
+    vae.save_pretrained(path)
+    return path
+
+
+def test_vae_latents_are_the_posterior_of_each_image_and_its_flip(images_dir, vae_dir, tmp_path):
+    from diffusers.models import AutoencoderKL
+
+    meta = encode_shards(images_dir, tmp_path / "lat", vae=str(vae_dir), scale=0.18215, batch_size=7, flips=True)
+    images, labels = next(iter_shards(images_dir))
+    assert meta["shape"] == [4, 8, 8] and meta["num_images"] == len(images) == 20
+    vae = AutoencoderKL.from_pretrained(vae_dir).eval()
+    x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        dist = vae.encode(x).latent_dist
+        dist_flip = vae.encode(x.flip(3)).latent_dist
+    shard = tmp_path / "lat" / meta["shards"][0]
+    for key, ref in [("mean", dist.mean), ("std", dist.std), ("mean_flip", dist_flip.mean), ("std_flip", dist_flip.std)]:
+        stored = torch.from_numpy(np.load(shard / f"{key}.npy").astype(np.float32))
+        assert torch.allclose(stored, ref, rtol=2e-3, atol=2e-3), key  # stored as float16
+    assert np.array_equal(np.load(shard / "labels.npy"), labels)
+
+    # Training draws z = (mean + std * eps) * scale, a fresh posterior sample each time.
+    data = LatentDataset(tmp_path / "lat")
+    gen = torch.Generator().manual_seed(3)
+    z, y = data.batch([0, 5], gen)
+    gen = torch.Generator().manual_seed(3)
+    flips = torch.rand(2, generator=gen) < 0.5
+    eps = torch.randn((2, 4, 8, 8), generator=gen)
+    for row, (i, f) in enumerate(zip([0, 5], flips.tolist())):
+        suffix = "_flip" if f else ""
+        mean = torch.from_numpy(np.load(shard / f"mean{suffix}.npy")[i].astype(np.float32))
+        std = torch.from_numpy(np.load(shard / f"std{suffix}.npy")[i].astype(np.float32))
+        assert torch.allclose(z[row], (mean + std * eps[row]) * 0.18215, atol=1e-6)
+    assert y.tolist() == [labels[0], labels[5]]
+
+    # Decoding divides by the scale, as DiT's sample.py does.
+    codec = make_codec(str(vae_dir), 0.18215)
+    with torch.no_grad():
+        assert torch.allclose(codec.decode(z), vae.decode(z / 0.18215).sample, atol=1e-5)
+
+
+def test_identity_latents_are_the_images_in_minus_one_to_one(images_dir, tmp_path):
+    meta = encode_shards(images_dir, tmp_path / "lat", vae="identity", flips=False)
+    images, _ = next(iter_shards(images_dir))
+    stored = np.load(tmp_path / "lat" / meta["shards"][0] / "mean.npy").astype(np.float32)
+    assert meta["scale"] == 1.0 and meta["shape"] == [3, 16, 16]
+    assert np.allclose(stored, np.transpose(images, (0, 3, 1, 2)) / 127.5 - 1, atol=1e-3)
+    # and back: uint8 as DiT writes samples (clamp(127.5 x + 128))
+    assert np.array_equal(to_uint8(torch.from_numpy(stored[:3])), np.asarray(images[:3]))
+
+
+def test_missing_vae_weights_give_one_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DiffzooError, match=r"cannot load the VAE 'stabilityai/sd-vae-ft-ema'.*huggingface-cli download"):
+        make_codec("stabilityai/sd-vae-ft-ema", 0.18215)
