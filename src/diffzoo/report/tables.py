@@ -139,7 +139,7 @@ def plot_fid_vs_gflops(rows: list[dict], path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("forward Gflops (batch 1)")
     ax.set_ylabel("FID")
-    ax.set_title("FID against model Gflops (DiT Fig. 8 style); extractors differ per series")
+    ax.set_title("FID against forward Gflops (one series per feature extractor)", fontsize=9)
     ax.legend(fontsize=6)
     fig.tight_layout()
     with atomic_path(path) as tmp:
