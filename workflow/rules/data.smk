@@ -8,11 +8,12 @@ rule dataset:
         directory(PATHS["raw"]),
     params:
         slice=pipeline.stage_slice(PARAMS, "dataset"),
+        file=PARAMS_FILE,
     log:
         "logs/dataset.log",
     cache: True
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo dataset --params {PARAMS_FILE} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo dataset --params {params.file} 2> {log}"
 
 
 rule images:
@@ -23,12 +24,13 @@ rule images:
         directory(PATHS["images"]),
     params:
         slice=pipeline.stage_slice(PARAMS, "images"),
+        file=PARAMS_FILE,
     threads: workflow.cores
     log:
         "logs/images.log",
     cache: True
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo images --params {PARAMS_FILE} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo images --params {params.file} 2> {log}"
 
 
 rule latents:
@@ -41,11 +43,12 @@ rule latents:
         directory(PATHS["latents"]),
     params:
         slice=pipeline.stage_slice(PARAMS, "latents"),
+        file=PARAMS_FILE,
     log:
         "logs/latents.log",
     cache: True
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo latents --params {PARAMS_FILE} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo latents --params {params.file} 2> {log}"
 
 
 rule reference:
@@ -58,8 +61,9 @@ rule reference:
         directory(PATHS["reference"]),
     params:
         slice=pipeline.stage_slice(PARAMS, "reference"),
+        file=PARAMS_FILE,
     log:
         "logs/reference.log",
     cache: True
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo reference --params {PARAMS_FILE} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo reference --params {params.file} 2> {log}"

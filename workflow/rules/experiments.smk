@@ -15,11 +15,12 @@ rule train:
         log=exp_path("train_log"),
     params:
         slice=lambda w: pipeline.stage_slice(PARAMS, "train", w.exp),
+        file=PARAMS_FILE,
     log:
         "logs/train-{exp}.log",
     cache: True
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo train --params {PARAMS_FILE} --experiment {wildcards.exp} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo train --params {params.file} --experiment {wildcards.exp} 2> {log}"
 
 
 rule sample:
@@ -33,11 +34,12 @@ rule sample:
         grid=exp_path("grid"),
     params:
         slice=lambda w: pipeline.stage_slice(PARAMS, "sample", w.exp),
+        file=PARAMS_FILE,
     log:
         "logs/sample-{exp}.log",
     cache: True
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo sample --params {PARAMS_FILE} --experiment {wildcards.exp} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo sample --params {params.file} --experiment {wildcards.exp} 2> {log}"
 
 
 rule evaluate:
@@ -51,8 +53,9 @@ rule evaluate:
         metrics=exp_path("metrics"),
     params:
         slice=lambda w: pipeline.stage_slice(PARAMS, "evaluate", w.exp),
+        file=PARAMS_FILE,
     log:
         "logs/evaluate-{exp}.log",
     cache: True
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo evaluate --params {PARAMS_FILE} --experiment {wildcards.exp} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo evaluate --params {params.file} --experiment {wildcards.exp} 2> {log}"

@@ -11,7 +11,8 @@ rule report:
         REPORT_OUTPUTS,
     params:
         slice=pipeline.stage_slice(PARAMS, "report"),
+        file=PARAMS_FILE,
     log:
         "logs/report.log",
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo report --params {PARAMS_FILE} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo report --params {params.file} 2> {log}"
