@@ -10,7 +10,6 @@ of tensors plus a small JSON of how to rebuild the model, both written atomicall
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import urllib.error
@@ -21,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from .errors import DiffzooError
-from .utils import atomic_path
+from .utils import atomic_path, sha256_file
 
 # The two released files (facebookresearch/DiT README). Their sha256 is not published; None means
 # "not known yet": the import prints the hash it computed so a user can pin it (--sha256).
@@ -31,14 +30,6 @@ OFFICIAL_CHECKPOINTS = {
     "DiT-XL-2-512x512.pt": {"url": "https://dl.fbaipublicfiles.com/DiT/models/DiT-XL-2-512x512.pt",
                             "model": "DiT-XL/2", "input_size": 64, "sha256": None},
 }
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def download(url: str, dest: Path, sha256: str | None = None) -> Path:

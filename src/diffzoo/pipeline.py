@@ -148,7 +148,7 @@ __all__ = ["load", "paths", "stage_slice", "code_files", "gpus", "resources", "r
 # ---- `diffzoo code-digest`: what DVC tracks of an experiment's backbone ------------------------------
 def code_digest(params: dict, exp_id: str) -> dict:
     """sha256 of each source file of the experiment's backbone (its family's files + shared layers)."""
-    from .checkpoints import sha256_file
+    from .utils import sha256_file
     from .models import model_source_files
 
     model = experiment(params, exp_id)["model"]

@@ -117,7 +117,7 @@ def train(params_path: str, exp_id: str) -> dict:
     # A checkpoint resumes only a run of the same configuration and data.
     # A checkpoint resumes only a run of the same configuration, data and code (a code change that
     # made an engine rerun this stage must not continue weights trained by the old code).
-    from .checkpoints import sha256_file
+    from .utils import sha256_file
     from .pipeline import code_files
     code = {f: sha256_file(f) for f in code_files("train", params, exp_id)}
     run_key = content_hash({"model": mcfg, "train": {k: v for k, v in cfg.items() if k not in ("log_every", "ckpt_every", "num_workers")},

@@ -43,9 +43,19 @@ def atomic_dir(final: str | Path):
             shutil.rmtree(tmp)
 
 
-def write_json(path: str | Path, obj) -> None:
+def write_json(path: str | Path, obj, sort_keys: bool = True) -> None:
+    """JSON written atomically (see atomic_path)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=sort_keys) + "\n")
+
+
+def sha256_file(path: str | Path, h=None) -> str:
+    """sha256 of a file's bytes (hex); with `h` given, feed that hash object and return its digest."""
+    h = hashlib.sha256() if h is None else h
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def content_hash(obj) -> str:

@@ -15,16 +15,6 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from ..errors import DiffzooError
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON to `path` through a temp file in the same folder and os.replace."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def read_json(path: Path, what: str):
     try:
         with open(path) as f:

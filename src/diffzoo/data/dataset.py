@@ -29,8 +29,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DiffzooError
-from ._util import (batched, check_image_bytes, clean_stale, load_data_params, remove_tree, worker_map,
-                    write_json_atomic)
+from ..utils import write_json
+from ._util import (batched, check_image_bytes, clean_stale, load_data_params, remove_tree, worker_map)
 
 SOURCES = ("digits", "imagenet-tar", "imagenet-folder", "imagenet-parquet")
 ILSVRC2012_TRAIN_MD5 = "1d675b47d978889d74fa0da5fadfb00e"  # ILSVRC2012_img_train.tar as ImageNet publishes it
@@ -205,7 +205,7 @@ def build_dataset(source: str, inputs=(), out=None, *, sha256=None, md5=None, cl
                 per_class = collector.finish()
             manifest = _manifest(source, [str(p) for p in inputs] or ([hf_repo] if hf_repo else []),
                                  per_class, archives, collector.corrupt, max_per_class)
-        write_json_atomic(tmp / "manifest.json", manifest)
+        write_json(tmp / "manifest.json", manifest, sort_keys=False)
         _install(tmp, out)
     finally:
         remove_tree(tmp)

@@ -21,8 +21,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DiffzooError
-from ._util import (clean_stale, describe_error, load_data_params, read_json, strict_decoding, worker_map,
-                    write_json_atomic)
+from ..utils import write_json
+from ._util import (clean_stale, describe_error, load_data_params, read_json, strict_decoding, worker_map)
 from .crop import center_crop_adm
 from .shards import INDEX_FORMAT, read_shard_meta
 
@@ -190,7 +190,7 @@ def build_images(src, out, resolution: int, shard_size: int = DEFAULT_SHARD_SIZE
         "num_corrupt": len(corrupt),
         "corrupt": corrupt,
     }
-    write_json_atomic(out / "index.json", index)
+    write_json(out / "index.json", index, sort_keys=False)
     rate = decoded / elapsed if elapsed > 0 else float("inf")
     print(f"images: {index['num_images']} images at {resolution}px in {len(shards)} shards "
           f"({reused} kept from an earlier run), {len(corrupt)} excluded; "

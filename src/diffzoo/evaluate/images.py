@@ -21,19 +21,9 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import DiffzooError
+from ..utils import sha256_file  # noqa: F401  (re-exported: the evaluate modules import it from here)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
-HASH_CHUNK = 1 << 22
-
-
-def sha256_file(path: str | Path, h=None) -> str:
-    """sha256 of a file's bytes (hex); with ``h`` given, feed that hash object and return its digest."""
-    own = h is None
-    h = hashlib.sha256() if own else h
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_image_array(shape: tuple, dtype, what: str) -> None:
