@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DiffzooError
-from ..utils import write_json
+from ..utils import atomic_path, write_json
 from ._util import (clean_stale, describe_error, load_data_params, read_json, strict_decoding, worker_map)
 from .crop import center_crop_adm
 from .shards import INDEX_FORMAT, read_shard_meta
@@ -115,12 +115,10 @@ def _existing_shard(path: Path, fingerprint: str) -> dict | None:
 
 
 def _write_shard(path: Path, images: np.ndarray, labels: np.ndarray, meta: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, images=images, labels=labels, meta=np.array(json.dumps(meta)))
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def build_images(src, out, resolution: int, shard_size: int = DEFAULT_SHARD_SIZE, workers: int | None = None,
@@ -138,8 +136,8 @@ def build_images(src, out, resolution: int, shard_size: int = DEFAULT_SHARD_SIZE
     classes, items = list_items(src, max_per_class)
     root = src / "train" if (src / "train").is_dir() else src
     out.mkdir(parents=True, exist_ok=True)
-    clean_stale(out, ".shard-*.tmp-*")
-    clean_stale(out, ".index.json.tmp-*")
+    clean_stale(out, ".shard-*.tmp*")  # leftovers of killed writers (atomic_path temp files)
+    clean_stale(out, ".index.json.*tmp*")
     num_shards = (len(items) + shard_size - 1) // shard_size
     for old in out.glob("shard-*.npz"):  # leftovers of a run with more shards
         if old.name not in {_shard_name(k) for k in range(num_shards)}:

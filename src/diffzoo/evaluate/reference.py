@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import DiffzooError
+from ..utils import atomic_path
 from .images import ImageSource, NpzImages, npz_member_header, open_images, sha256_file
 from .metrics import GaussianStats, InceptionScore
 
@@ -131,11 +131,8 @@ def compute_reference(images: str | Path | ImageSource, extractor, out: str | Pa
         arrays.update(mu_s=run.spatial.mean(), sigma_s=run.spatial.cov())
     if source.labels is not None:
         arrays["labels"] = source.labels[keep]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=out.parent)
-    os.close(fd)
-    np.savez(tmp, **arrays)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out, cached)
