@@ -75,7 +75,6 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "precision": (Choice("fp32", "bf16"), "fp32"),
         "compile": (bool, False),                  # torch.compile the model (GPU)
         "grad_checkpointing": (bool, False),
-        "num_workers": (int, 0),
     },
     "sample": {
         "num_samples": (int, 500),                 # 50000 for the papers' FID-50K

@@ -120,7 +120,7 @@ def train(params_path: str, exp_id: str) -> dict:
     from .utils import sha256_file
     from .pipeline import code_files
     code = {f: sha256_file(f) for f in code_files("train", params, exp_id)}
-    run_key = content_hash({"model": mcfg, "train": {k: v for k, v in cfg.items() if k not in ("log_every", "ckpt_every", "num_workers")},
+    run_key = content_hash({"model": mcfg, "train": {k: v for k, v in cfg.items() if k not in ("log_every", "ckpt_every")},
                             "latents": data.meta, "world": world, "code": code})
     ckpt_dir = p["checkpoints"]
     start, elapsed, log_rows = 0, 0.0, []  # log rows travel in the checkpoint (engines delete outputs)
