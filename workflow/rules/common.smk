@@ -3,7 +3,7 @@ import sys
 from diffzoo.errors import DiffzooError
 from diffzoo import pipeline
 
-PARAMS_FILE = workflow.overwrite_configfiles[-1] if workflow.overwrite_configfiles else "params.yaml"
+PARAMS_FILE = str(workflow.overwrite_configfiles[-1]) if workflow.overwrite_configfiles else "params.yaml"
 try:
     PARAMS = pipeline.load(PARAMS_FILE)
 except DiffzooError as err:
