@@ -103,3 +103,10 @@ def test_dvc_yaml_tracks_what_the_stages_read():
         for f in pipeline.code_files(stage):
             rel = f[f.index("src/diffzoo/"):]
             assert rel in deps or any(rel.startswith(d + "/") for d in deps), (stage, rel)
+
+
+def test_model_args_that_do_not_build_the_model_are_refused():
+    with pytest.raises(DiffzooError, match=r"experiments.dit-s2.model_args do not build DiT-S/2: .*hidden"):
+        validate(with_change("experiments.dit-s2.model_args", {"hidden": 64}))
+    with pytest.raises(DiffzooError, match=r"experiments.dit-s2.model_args do not build DiT-S/2: .*divisible"):
+        validate(with_change("experiments.dit-s2.model_args", {"hidden_size": 64, "num_heads": 5}))

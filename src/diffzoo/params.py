@@ -8,6 +8,7 @@ change reruns exactly the stages whose slice changed.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,7 @@ def validate(raw: dict) -> dict:
             check_model_name(checked["model"])
         except KeyError as err:
             raise DiffzooError(f"params: {where}.model: {err.args[0]}") from None
+        _check_model_args(where, checked["model"], checked["model_args"])
         # Overrides hold only the keys they set: check them, then lay them over the section's values.
         for section in ("train", "sample"):
             given, spec = checked[section], SCHEMA[section]
@@ -193,6 +195,30 @@ def validate(raw: dict) -> dict:
             checked[section] = {**params[section], **overrides}
         params["experiments"][exp_id] = checked
     return params
+
+
+@functools.lru_cache(maxsize=None)
+def _model_args_error(model: str, args_json: str) -> str | None:
+    """Why `create_model(model, **args)` fails, or None; built on the meta device (no memory)."""
+    import json
+
+    import torch
+
+    from .models import create_model
+    try:
+        with torch.device("meta"):
+            create_model(model, **json.loads(args_json))
+    except (TypeError, ValueError) as err:
+        return str(err).splitlines()[0]
+    return None
+
+
+def _check_model_args(where: str, model: str, args: dict) -> None:
+    import json
+
+    error = _model_args_error(model, json.dumps(args, sort_keys=True))
+    if error:
+        raise DiffzooError(f"params: {where}.model_args do not build {model}: {error}")
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> dict:

@@ -15,6 +15,7 @@ import json
 import math
 from pathlib import Path
 
+from ..errors import DiffzooError
 from ..utils import atomic_path
 from .published import load_papers
 
@@ -76,6 +77,9 @@ def our_rows(params: dict) -> list[dict]:
     rows = []
     for exp_id, exp in params["experiments"].items():
         p = paths(params, exp_id)
+        for key, stage in (("metrics", "evaluate"), ("train_metrics", "train")):
+            if not p[key].is_file():
+                raise DiffzooError(f"{p[key]} does not exist: run the {stage} stage of {exp_id!r} first")
         metrics = json.loads(p["metrics"].read_text())
         train = json.loads(p["train_metrics"].read_text())
         s = exp["sample"]
