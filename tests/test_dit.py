@@ -7,7 +7,7 @@ import torch
 
 from diffzoo.checkpoints import load_weights, read_state_dict
 from diffzoo.errors import DiffzooError
-from diffzoo.flops import count_params, model_cost
+from diffzoo.flops import model_cost
 from diffzoo.models import create_model
 from diffzoo.report.published import load_papers
 
@@ -251,7 +251,6 @@ def test_labels_dropped_only_in_training():
     dropped = (emb.token_drop(y) == 1000).float().mean()
     assert 0.45 < dropped < 0.55
     assert torch.equal(emb(y, train=False), emb.embedding_table(y))
-    assert count_params(model) == sum(p.numel() for p in model.parameters())
 
 
 @pytest.mark.parametrize("name,kw", [("DiT-S/4", {"num_heads": 2}), ("DiS-S/4", {"drop_path_rate": 0.0}),

@@ -83,3 +83,14 @@ def test_missing_vae_weights_give_one_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DiffzooError, match=r"cannot load the VAE 'stabilityai/sd-vae-ft-ema'.*huggingface-cli download"):
         make_codec("stabilityai/sd-vae-ft-ema", 0.18215)
+
+
+def test_rerun_with_other_settings_does_not_reuse_shards(images_dir, vae_dir, tmp_path):
+    """Shards of an earlier run are resumed only under the same settings: switching the codec over
+    an existing folder re-encodes every shard."""
+    out = tmp_path / "lat"
+    encode_shards(images_dir, out, vae="identity", flips=False)
+    meta = encode_shards(images_dir, out, vae=str(vae_dir), scale=0.18215, flips=False)
+    assert meta["shape"] == [4, 8, 8]
+    assert np.load(out / meta["shards"][0] / "mean.npy").shape[1:] == (4, 8, 8)
+    assert (out / meta["shards"][0] / "std.npy").exists()

@@ -95,10 +95,10 @@ def test_sample_resumes_to_the_same_samples(prepared, tmp_path):
     cmd = DIFFZOO + ["sample", "--params", "params.yaml", "--experiment", "a"]
     subprocess.run(cmd, cwd=whole, check=True, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
 
-    parts = cut / "data/experiments/a/samples.parts"
-    run_and_kill(cmd, cut, lambda: len(list(parts.glob("part-*.npz"))) >= 2)
-    assert not (cut / "data/experiments/a/samples.npz").exists()
-    n_parts = len(list(parts.glob("part-*.npz")))
+    exp_dir = cut / "data/experiments/a"
+    run_and_kill(cmd, cut, lambda: len(list(exp_dir.glob("samples.parts-*/part-*.npz"))) >= 2)
+    assert not (exp_dir / "samples.npz").exists()
+    n_parts = len(list(exp_dir.glob("samples.parts-*/part-*.npz")))
     assert 0 < n_parts < 8
     subprocess.run(cmd, cwd=cut, check=True, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
 
@@ -106,7 +106,7 @@ def test_sample_resumes_to_the_same_samples(prepared, tmp_path):
     y = np.load(cut / "data/experiments/a/samples.npz")
     assert x["arr_0"].shape == (48, 16, 16, 3) and x["arr_0"].dtype == np.uint8
     assert np.array_equal(x["arr_0"], y["arr_0"]) and np.array_equal(x["labels"], y["labels"])
-    assert not parts.exists() and no_temp_files(cut / "data/experiments")
+    assert not list(exp_dir.glob("samples.parts-*")) and no_temp_files(cut / "data/experiments")
 
 
 def test_samples_do_not_depend_on_batch_size(prepared, tmp_path):
@@ -125,3 +125,23 @@ def test_samples_do_not_depend_on_batch_size(prepared, tmp_path):
     # Batched matrix products may round differently with another batch shape: equal to 1 grey level.
     assert np.abs(out[6].astype(int) - out[16].astype(int)).max() <= 1
     assert (out[6] != out[16]).mean() < 0.01
+
+
+def test_interrupted_samples_are_not_reused_under_other_settings(prepared, tmp_path):
+    """Parts of a killed run with seed 0 must not leak into a rerun with seed 1."""
+    root = clone(prepared, tmp_path / "seed")
+    subprocess.run(DIFFZOO + ["train", "--params", "params.yaml", "--experiment", "a"], cwd=root, check=True,
+                   capture_output=True)
+    fresh = clone(root, tmp_path / "fresh")
+    cmd = DIFFZOO + ["sample", "--params", "params.yaml", "--experiment", "a"]
+    exp_dir = root / "data/experiments/a"
+    run_and_kill(cmd, root, lambda: len(list(exp_dir.glob("samples.parts-*/part-*.npz"))) >= 2)
+    for folder in (root, fresh):
+        raw = yaml.safe_load((folder / "params.yaml").read_text())
+        raw["sample"]["seed"] = 1
+        (folder / "params.yaml").write_text(yaml.safe_dump(raw))
+        subprocess.run(cmd, cwd=folder, check=True, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    x = np.load(root / "data/experiments/a/samples.npz")["arr_0"]
+    y = np.load(fresh / "data/experiments/a/samples.npz")["arr_0"]
+    assert np.array_equal(x, y)
+    assert not list(exp_dir.glob("samples.parts-*"))

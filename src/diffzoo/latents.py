@@ -8,19 +8,21 @@ DiT's own training loop computes from pixels.
 
 On disk: `DIR/shard-00000/{mean,std,mean_flip,std_flip,labels}.npy` (float16 mean/std; std absent for
 identity) and `DIR/index.json`. Each shard is written to a temporary folder and renamed, so an
-interrupted run keeps its finished shards and resumes after them.
+interrupted run keeps its finished shards and resumes after them (only when `DIR/settings.key`, a
+digest of the images index and the settings, still matches; otherwise DIR starts over).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .errors import DiffzooError
-from .utils import atomic_dir, write_json
+from .utils import atomic_dir, content_hash, write_json
 
 
 class Identity:
@@ -82,7 +84,12 @@ def encode_shards(images_dir: Path, out_dir: Path, vae: str = "identity", scale:
 
     index = load_index(images_dir)
     codec = make_codec(vae, scale, device, dtype)
+    # Finished shards are kept (resume) only when they were made from the same images and settings.
+    key = content_hash({"images": index, "vae": vae, "scale": scale, "flips": flips, "dtype": dtype})
+    if (out_dir / "settings.key").is_file() and (out_dir / "settings.key").read_text() != key:
+        shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "settings.key").write_text(key)
     shards = []
     for i, (images, labels) in enumerate(iter_shards(images_dir)):
         name = f"shard-{i:05d}"

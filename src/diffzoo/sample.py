@@ -2,13 +2,15 @@
 
 Sample i's label and all of its noise come from a generator seeded by (seed, i), so the samples do
 not depend on the batch size, the number of GPUs or on resumption. Work is split in parts of
-`batch_size` samples, each written atomically to `samples.parts/`; a rerun skips finished parts, and
+`batch_size` samples, each written atomically to `samples.parts-<key>/` (key: the sample settings and
+the model weights' hash); a rerun with the same key skips finished parts, and
 under torchrun rank r takes parts r, r + W, ... The final `samples.npz` (arr_0 uint8 NHWC, labels)
 is assembled atomically, then the parts are removed.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 
 from .errors import DiffzooError
-from .utils import atomic_path
+from .utils import atomic_path, content_hash, sha256_file
 
 SEED_STRIDE = 1 << 32
 
@@ -70,7 +72,6 @@ def sample(params_path: str, exp_id: str, device: str | None = None) -> Path:
     device = torch.device(device or (f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"))
 
     model = load_model(p["model"]).to(device).eval()
-    import json
     config = json.loads(p["model"].with_suffix(".json").read_text())
     lat = config["latents"]
     objective = build_objective(config["objective"], model.learn_sigma, cfg, pixel_space=lat["vae"] == "identity")
@@ -79,7 +80,13 @@ def sample(params_path: str, exp_id: str, device: str | None = None) -> Path:
     num_classes = len(lat["classes"])
     model_fn = model.guided(cfg["cfg_scale"], cfg["guidance"])
 
-    parts_dir = p["samples"].with_suffix(".parts")
+    # Finished parts are reused only by a run of the same settings and the same model weights.
+    key = content_hash({"sample": cfg, "model": sha256_file(p["model"]), "vae_dtype": params["latents"]["dtype"]})
+    parts_dir = p["samples"].parent / f"samples.parts-{key}"
+    if rank == 0:
+        for stale in p["samples"].parent.glob("samples.parts-*"):
+            if stale != parts_dir:
+                shutil.rmtree(stale)
     parts_dir.mkdir(parents=True, exist_ok=True)
     n, bs = cfg["num_samples"], cfg["batch_size"]
     n_parts = math.ceil(n / bs)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import shutil
@@ -52,18 +53,19 @@ def step_seed(seed: int, step: int, rank: int = 0) -> int:
     return (seed * 1_000_003 + step) * 1009 + rank
 
 
-def global_batch_indices(step: int, batch: int, n: int, seed: int, _cache: dict = {}) -> np.ndarray:
+@functools.lru_cache(maxsize=2)
+def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def global_batch_indices(step: int, batch: int, n: int, seed: int) -> np.ndarray:
     """Indices of the global batch at `step`: consecutive slices of per-epoch permutations seeded by
     (seed, epoch), so the order is a pure function of the step (resumable, GPU-count independent)."""
     positions = np.arange(step * batch, (step + 1) * batch)
     out = np.empty(batch, dtype=np.int64)
     for epoch in np.unique(positions // n):
-        key = (seed, int(epoch), n)
-        if key not in _cache:
-            _cache.clear()
-            _cache[key] = np.random.default_rng([seed, int(epoch)]).permutation(n)
         sel = positions // n == epoch
-        out[sel] = _cache[key][positions[sel] % n]
+        out[sel] = epoch_permutation(seed, int(epoch), n)[positions[sel] % n]
     return out
 
 
