@@ -38,6 +38,25 @@ def prepared(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def trained(prepared, tmp_path_factory):
+    """The prepared project with experiment "a" trained once, for the sampling tests to copy."""
+    root = clone(prepared, tmp_path_factory.mktemp("trained") / "p")
+    subprocess.run(DIFFZOO + ["train", "--params", "params.yaml", "--experiment", "a"], cwd=root, check=True,
+                   capture_output=True)
+    return root
+
+
+SAMPLE = DIFFZOO + ["sample", "--params", "params.yaml", "--experiment", "a"]
+
+
+def sample_and_kill(folder: Path) -> Path:
+    """Run the sample stage in folder and kill it after two finished parts; return the experiment dir."""
+    exp_dir = folder / "data/experiments/a"
+    run_and_kill(SAMPLE, folder, lambda: len(list(exp_dir.glob("samples.parts-*/part-*.npz"))) >= 2)
+    return exp_dir
+
+
 def clone(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, symlinks=True)
     return dst
@@ -87,16 +106,13 @@ def test_train_resumes_to_the_same_weights(prepared, tmp_path):
     assert [r.split("\t")[1] for r in rows] == [r.split("\t")[1] for r in whole_rows]
 
 
-def test_sample_resumes_to_the_same_samples(prepared, tmp_path):
-    whole = clone(prepared, tmp_path / "whole")
-    subprocess.run(DIFFZOO + ["train", "--params", "params.yaml", "--experiment", "a"], cwd=whole, check=True,
-                   capture_output=True)
-    cut = clone(whole, tmp_path / "cut")
-    cmd = DIFFZOO + ["sample", "--params", "params.yaml", "--experiment", "a"]
+def test_sample_resumes_to_the_same_samples(trained, tmp_path):
+    whole = clone(trained, tmp_path / "whole")
+    cut = clone(trained, tmp_path / "cut")
+    cmd = SAMPLE
     subprocess.run(cmd, cwd=whole, check=True, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
 
-    exp_dir = cut / "data/experiments/a"
-    run_and_kill(cmd, cut, lambda: len(list(exp_dir.glob("samples.parts-*/part-*.npz"))) >= 2)
+    exp_dir = sample_and_kill(cut)
     assert not (exp_dir / "samples.npz").exists()
     n_parts = len(list(exp_dir.glob("samples.parts-*/part-*.npz")))
     assert 0 < n_parts < 8
@@ -109,17 +125,15 @@ def test_sample_resumes_to_the_same_samples(prepared, tmp_path):
     assert not list(exp_dir.glob("samples.parts-*")) and no_temp_files(cut / "data/experiments")
 
 
-def test_samples_do_not_depend_on_batch_size(prepared, tmp_path):
+def test_samples_do_not_depend_on_batch_size(trained, tmp_path):
     """Sample i depends only on (seed, i): a different batch size gives the same images."""
-    root = clone(prepared, tmp_path / "bs")
-    subprocess.run(DIFFZOO + ["train", "--params", "params.yaml", "--experiment", "a"], cwd=root, check=True,
-                   capture_output=True)
+    root = clone(trained, tmp_path / "bs")
     out = {}
     for bs in (6, 16):
         raw = yaml.safe_load((root / "params.yaml").read_text())
         raw["sample"]["batch_size"] = bs
         (root / "params.yaml").write_text(yaml.safe_dump(raw))
-        subprocess.run(DIFFZOO + ["sample", "--params", "params.yaml", "--experiment", "a"], cwd=root, check=True,
+        subprocess.run(SAMPLE, cwd=root, check=True,
                        capture_output=True)
         out[bs] = np.load(root / "data/experiments/a/samples.npz")["arr_0"]
     # Batched matrix products may round differently with another batch shape: equal to 1 grey level.
@@ -127,15 +141,12 @@ def test_samples_do_not_depend_on_batch_size(prepared, tmp_path):
     assert (out[6] != out[16]).mean() < 0.01
 
 
-def test_interrupted_samples_are_not_reused_under_other_settings(prepared, tmp_path):
+def test_interrupted_samples_are_not_reused_under_other_settings(trained, tmp_path):
     """Parts of a killed run with seed 0 must not leak into a rerun with seed 1."""
-    root = clone(prepared, tmp_path / "seed")
-    subprocess.run(DIFFZOO + ["train", "--params", "params.yaml", "--experiment", "a"], cwd=root, check=True,
-                   capture_output=True)
-    fresh = clone(root, tmp_path / "fresh")
-    cmd = DIFFZOO + ["sample", "--params", "params.yaml", "--experiment", "a"]
-    exp_dir = root / "data/experiments/a"
-    run_and_kill(cmd, root, lambda: len(list(exp_dir.glob("samples.parts-*/part-*.npz"))) >= 2)
+    root = clone(trained, tmp_path / "seed")
+    fresh = clone(trained, tmp_path / "fresh")
+    cmd = SAMPLE
+    exp_dir = sample_and_kill(root)
     for folder in (root, fresh):
         raw = yaml.safe_load((folder / "params.yaml").read_text())
         raw["sample"]["seed"] = 1
