@@ -10,32 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from diffzoo.checkpoints import read_state_dict
 
-ROOT = Path(__file__).resolve().parents[1]
-DIFFZOO = [sys.executable, "-m", "diffzoo.cli"]
-
-
-def tiny_params(model="DiT-S/4", objective="ddpm"):
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["data"]["max_per_class"] = 20
-    raw["train"].update(steps=40, global_batch_size=16, ckpt_every=5, log_every=5)
-    raw["sample"].update(num_samples=48, batch_size=6, sampling_steps="8")
-    raw["experiments"] = {"a": {"model": model, "model_args": {"hidden_size": 32, "depth": 2, "num_heads": 2},
-                                "objective": objective, "train": {}, "sample": {}}}
-    return raw
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    """A project folder with the digits data set taken through dataset -> images -> latents."""
-    root = tmp_path_factory.mktemp("resume")
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
-    for stage in ("dataset", "images", "latents"):
-        subprocess.run(DIFFZOO + [stage, "--params", "params.yaml"], cwd=root, check=True, capture_output=True)
-    return root
+from conftest import DIFFZOO, clone, edit_params
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +33,6 @@ def sample_and_kill(folder: Path) -> Path:
     exp_dir = folder / "data/experiments/a"
     run_and_kill(SAMPLE, folder, lambda: len(list(exp_dir.glob("samples.parts-*/part-*.npz"))) >= 2)
     return exp_dir
-
-
-def clone(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst, symlinks=True)
-    return dst
 
 
 def run_and_kill(cmd, cwd: Path, marker) -> None:
@@ -130,9 +103,7 @@ def test_samples_do_not_depend_on_batch_size(trained, tmp_path):
     root = clone(trained, tmp_path / "bs")
     out = {}
     for bs in (6, 16):
-        raw = yaml.safe_load((root / "params.yaml").read_text())
-        raw["sample"]["batch_size"] = bs
-        (root / "params.yaml").write_text(yaml.safe_dump(raw))
+        edit_params(root, lambda raw: raw["sample"].update(batch_size=bs))
         subprocess.run(SAMPLE, cwd=root, check=True,
                        capture_output=True)
         out[bs] = np.load(root / "data/experiments/a/samples.npz")["arr_0"]
@@ -148,9 +119,7 @@ def test_interrupted_samples_are_not_reused_under_other_settings(trained, tmp_pa
     cmd = SAMPLE
     exp_dir = sample_and_kill(root)
     for folder in (root, fresh):
-        raw = yaml.safe_load((folder / "params.yaml").read_text())
-        raw["sample"]["seed"] = 1
-        (folder / "params.yaml").write_text(yaml.safe_dump(raw))
+        edit_params(folder, lambda raw: raw["sample"].update(seed=1))
         subprocess.run(cmd, cwd=folder, check=True, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     x = np.load(root / "data/experiments/a/samples.npz")["arr_0"]
     y = np.load(fresh / "data/experiments/a/samples.npz")["arr_0"]

@@ -154,11 +154,13 @@ class LatentDataset(torch.utils.data.Dataset):
             mean = mean + torch.from_numpy(np.asarray(arr["std" + suffix][j], dtype=np.float32)) * eps
         return mean * self.scale, int(arr["labels"][j])
 
-    def batch(self, indices, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """A training batch: flips and posterior noise drawn from `generator` (resumable by seed)."""
-        flips = torch.rand(len(indices), generator=generator) < 0.5
-        shape = self.meta["shape"]
-        eps = torch.randn((len(indices), *shape), generator=generator)
+    def batch(self, indices, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training batch: flips and posterior noise drawn from `generator`, or from a list of
+        per-sample generators (resumable by seed, independent of the GPU count)."""
+        from .diffusion.gaussian_diffusion import rand, randn
+
+        flips = rand((len(indices),), generator) < 0.5
+        eps = randn((len(indices), *self.meta["shape"]), generator)
         items = [self.get(int(i), bool(f), e) for i, f, e in zip(indices, flips, eps)]
         return torch.stack([z for z, _ in items]), torch.tensor([y for _, y in items], dtype=torch.long)
 

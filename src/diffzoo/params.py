@@ -76,6 +76,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "precision": (Choice("fp32", "bf16"), "fp32"),
         "compile": (bool, False),                  # torch.compile the model (GPU)
         "grad_checkpointing": (bool, False),
+        "parallel": (Choice("ddp", "fsdp"), "ddp"),  # several GPUs: replicate (DDP) or shard (FSDP2) the model
     },
     "sample": {
         "num_samples": (int, 500),                 # 50000 for the papers' FID-50K

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .diffusion.gaussian_diffusion import randint, randn
 from .errors import DiffzooError
 from .utils import atomic_path, content_hash, sha256_file
 
@@ -98,8 +99,8 @@ def sample(params_path: str, exp_id: str, device: str | None = None) -> Path:
     for k in todo:
         idx = range(k * bs, min(n, (k + 1) * bs))
         gens = sample_generators(cfg["seed"], idx)
-        labels = torch.stack([torch.randint(num_classes, (), generator=g) for g in gens])
-        noise = torch.stack([torch.randn(shape, generator=g) for g in gens])
+        labels = randint(num_classes, (len(gens),), gens)
+        noise = randn((len(gens), *shape), gens)
         with torch.no_grad():
             z = objective.sample(model_fn, noise.to(device), {"y": labels.to(device)}, generator=gens)
             images = to_uint8(codec.decode(z))

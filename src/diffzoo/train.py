@@ -5,10 +5,12 @@ and objective. One command for 1 or N GPUs: with several visible GPUs it re-laun
 torchrun (DDP); the global batch and learning rate stay those of params.yaml whatever the GPU count.
 
 Resumable and exact: every `ckpt_every` steps the model, EMA and optimizer state are written
-atomically; a rerun resumes from the newest checkpoint of the same configuration. Each step's data
-order, flips, posterior noise, timesteps and label dropout are drawn from generators seeded by
-(seed, step, rank), so an interrupted and resumed run ends with the same weights as an uninterrupted
-one (on CPU, bit for bit).
+atomically; a rerun resumes from the newest checkpoint of the same configuration. The data order is
+a function of (seed, step), and each sample's flip, posterior noise, label dropout, timestep and
+noise come from its own generator seeded by (seed, step, position in the global batch). So an
+interrupted and resumed run ends with the same weights as an uninterrupted one (on CPU, bit for bit),
+and a run on N GPUs draws exactly what a run on one GPU draws: it differs only by the floating-point
+order of the gradient all-reduce (tested with 2 processes against 1).
 """
 from __future__ import annotations
 
@@ -26,6 +28,10 @@ import numpy as np
 import torch
 
 from .checkpoints import save_checkpoint
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
+                                                     set_optimizer_state_dict)
+
+from .diffusion.gaussian_diffusion import rand
 from .diffusion.objective import create_objective
 from .errors import DiffzooError
 from .utils import atomic_path, content_hash, write_json
@@ -49,8 +55,29 @@ def build_objective(objective: str, learn_sigma: bool, sample_cfg: dict, pixel_s
     return create_objective(objective, sampling_steps=int(sample_cfg["sampling_steps"]))
 
 
-def step_seed(seed: int, step: int, rank: int = 0) -> int:
-    return (seed * 1_000_003 + step) * 1009 + rank
+def mix_seed(*key: int) -> int:
+    """A 64-bit seed from integers (numpy's SeedSequence hash: no collisions between nearby keys)."""
+    return int(np.random.SeedSequence(list(key)).generate_state(1, np.uint64)[0])
+
+
+def step_generators(seed: int, step: int, positions) -> list[torch.Generator]:
+    """One generator per sample of the global batch at `step`, by its position in that batch."""
+    return [torch.Generator().manual_seed(mix_seed(seed, step, int(i))) for i in positions]
+
+
+def loop_label_dropout(model: torch.nn.Module) -> tuple[float, int]:
+    """Moves classifier-free-guidance label dropout from the model's LabelEmbedder (which draws from
+    the global RNG, so its draws depend on how the batch is split over GPUs) to the training loop,
+    which draws it from the per-sample generators. Returns (probability, null class)."""
+    from .models.layers import LabelEmbedder
+
+    embedders = [m for m in model.modules() if isinstance(m, LabelEmbedder)]
+    if not embedders:
+        return 0.0, 0
+    prob, null = embedders[0].dropout_prob, embedders[0].num_classes
+    for m in embedders:
+        m.dropout_prob = 0.0
+    return prob, null
 
 
 @functools.lru_cache(maxsize=2)
@@ -112,33 +139,34 @@ def train(params_path: str, exp_id: str) -> dict:
     model = create_model(mcfg["model"], **mcfg["model_args"]).to(device)
     objective = build_objective(exp["objective"], mcfg["model_args"]["learn_sigma"], exp["sample"])
     ema = copy.deepcopy(model).requires_grad_(False).eval()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    drop_prob, null_class = loop_label_dropout(model)
     if cfg["grad_checkpointing"]:
         model.set_grad_checkpointing(True)
 
-    # A checkpoint resumes only a run of the same configuration and data.
     # A checkpoint resumes only a run of the same configuration, data and code (a code change that
-    # made an engine rerun this stage must not continue weights trained by the old code).
+    # made an engine rerun this stage must not continue weights trained by the old code). The GPU
+    # count and DDP/FSDP are not part of it: a run may resume on another number of GPUs.
     from .utils import sha256_file
     from .pipeline import code_files
     code = {f: sha256_file(f) for f in code_files("train", params, exp_id)}
-    run_key = content_hash({"model": mcfg, "train": {k: v for k, v in cfg.items() if k not in ("log_every", "ckpt_every")},
-                            "latents": data.meta, "world": world, "code": code})
+    run_key = content_hash({"model": mcfg, "train": {k: v for k, v in cfg.items() if k not in ("log_every", "ckpt_every", "parallel")},
+                            "latents": data.meta, "code": code})
     ckpt_dir = p["checkpoints"]
     start, elapsed, log_rows = 0, 0.0, []  # log rows travel in the checkpoint (engines delete outputs)
     state = _latest_checkpoint(ckpt_dir, run_key) if ckpt_dir.exists() else None
-    if state is not None:
+    if state is not None:  # full (unsharded) weights, loaded before any sharding
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
         start, elapsed = int(state["step"]), float(state["elapsed"])
         log_rows = list(state["log"])
         print(f"resuming {exp_id} from step {start}", file=sys.stderr)
-    elif ckpt_dir.exists():
+    elif ckpt_dir.exists() and rank == 0:
         shutil.rmtree(ckpt_dir)  # checkpoints of another configuration
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    sharded = world > 1 and cfg["parallel"] == "fsdp"
+    net = distribute(model, ema, world, sharded, device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    if state is not None:
+        set_optimizer_state_dict(model, opt, state["opt"], options=StateDictOptions(full_state_dict=True))
     if cfg["compile"]:
         net = torch.compile(net)
 
@@ -151,12 +179,16 @@ def train(params_path: str, exp_id: str) -> dict:
                 tmp.write_text("\n".join([header] + log_rows) + "\n")
 
     def save(step: int):
+        if rank != 0 and not sharded:  # gathering sharded state needs every rank
+            return
+        full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        states = {"model": get_model_state_dict(model, options=full), "ema": get_model_state_dict(ema, options=full),
+                  "opt": get_optimizer_state_dict(model, opt, options=full)}
         if rank != 0:
             return
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(ckpt_dir / f"step-{step:07d}.pt") as tmp:
-            torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                        "step": step, "run_key": run_key, "elapsed": elapsed, "log": log_rows}, tmp)
+            torch.save({**states, "step": step, "run_key": run_key, "elapsed": elapsed, "log": log_rows}, tmp)
         for old in sorted(ckpt_dir.glob("step-*.pt"))[:-KEEP_CHECKPOINTS]:
             old.unlink()
         write_log()
@@ -167,17 +199,19 @@ def train(params_path: str, exp_id: str) -> dict:
         from tqdm.auto import tqdm
         progress = tqdm(total=cfg["steps"], initial=start, desc=f"train {exp_id}")
     window: dict[str, list] = {}
-    aux_metrics: dict[str, float] = {}
     model.train()
     t_window = time.perf_counter()
     for step in range(start, cfg["steps"]):
-        gen = torch.Generator().manual_seed(step_seed(cfg["seed"], step, rank))
-        torch.manual_seed(step_seed(cfg["seed"], step, rank))  # label dropout draws from the global RNG
+        torch.manual_seed(mix_seed(cfg["seed"], step))  # for any op that still draws from the global RNG
+        mine = slice(rank * local_batch, (rank + 1) * local_batch)
+        gens = step_generators(cfg["seed"], step, range(mine.start, mine.stop))
         idx = global_batch_indices(step, cfg["global_batch_size"], len(data), cfg["seed"])
-        x, y = data.batch(idx[rank * local_batch:(rank + 1) * local_batch], gen)
-        x, y = x.to(device), y.to(device)
+        x, y = data.batch(idx[mine], gens)
+        if drop_prob > 0:
+            y = torch.where(rand((len(gens),), gens) < drop_prob, null_class, y)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast:
-            terms = objective.training_losses(net, x, {"y": y}, generator=gen)
+            terms = objective.training_losses(net, x, {"y": y}, generator=gens)
             loss = terms["loss"].mean()
             aux = model.aux_loss()
             if aux is not None:
@@ -188,11 +222,11 @@ def train(params_path: str, exp_id: str) -> dict:
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters()):
                 pe.mul_(cfg["ema_decay"]).add_(pm.detach(), alpha=1 - cfg["ema_decay"])
+        # Detached device tensors: no host sync per step, so the next batch loads while the GPU works.
         for k in ("loss", "mse", "vb"):
             if k in terms:
-                window.setdefault(k, []).append(terms[k].mean().item())
-        window.setdefault("aux", []).append(float(aux) if aux is not None else 0.0)
-        aux_metrics = model.aux_metrics()
+                window.setdefault(k, []).append(terms[k].detach().mean())
+        window.setdefault("aux", []).append(aux.detach() if aux is not None else torch.zeros((), device=device))
         if progress:
             progress.update(1)
         done = step + 1
@@ -202,7 +236,13 @@ def train(params_path: str, exp_id: str) -> dict:
             elapsed += now - t_window
             ips = n_steps * cfg["global_batch_size"] / max(now - t_window, 1e-9)
             t_window = now
-            mean = {k: float(np.mean(v)) for k, v in window.items()}
+            mean = {k: torch.stack(v).float().mean().item() for k, v in window.items()}
+            if world > 1:  # log the global batch's means (equal per-rank batches: mean of rank means)
+                import torch.distributed as dist
+                keys = sorted(mean)
+                vals = torch.tensor([mean[k] for k in keys], dtype=torch.float64, device=device)
+                dist.all_reduce(vals)
+                mean = dict(zip(keys, (vals / world).tolist()))
             log_rows.append(f"{done}\t{mean['loss']:.6f}\t{mean.get('mse', float('nan')):.6f}\t"
                             f"{mean.get('vb', float('nan')):.6f}\t{mean['aux']:.6f}\t{ips:.1f}")
             if progress:
@@ -212,8 +252,10 @@ def train(params_path: str, exp_id: str) -> dict:
             save(done)
     if progress:
         progress.close()
+    aux_metrics = model.aux_metrics()  # of the last step's forward (MoE expert load)
 
     summary = {}
+    ema_state = get_model_state_dict(ema, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if rank == 0:
         rows = [r.split("\t") for r in log_rows]
         with torch.device("meta"):
@@ -232,13 +274,33 @@ def train(params_path: str, exp_id: str) -> dict:
         }
         config = {**mcfg, "experiment": exp_id, "train": cfg, "sample": exp["sample"], "latents": {
             k: data.meta[k] for k in ("vae", "scale", "shape", "classes")}, "summary": summary}
-        save_checkpoint(p["model"], ema.state_dict(), config)
+        save_checkpoint(p["model"], ema_state, config)
         write_log()
         write_json(p["train_metrics"], summary)
     if world > 1:
         import torch.distributed as dist
         dist.destroy_process_group()
     return summary
+
+
+def distribute(model: torch.nn.Module, ema: torch.nn.Module, world: int, sharded: bool,
+               device: torch.device) -> torch.nn.Module:
+    """The module the training step calls: the model itself on one process; under torchrun a DDP
+    replica, or with `sharded` the model and its EMA sharded in place with FSDP2 (`fully_shard` on
+    every repeated block, then on the root), so weights, gradients, EMA and optimizer state are split
+    over the GPUs and only one block's full weights are gathered at a time. The EMA update then runs
+    shard by shard; checkpoints gather full state dicts, so they load on any GPU count."""
+    if world == 1:
+        return model
+    if not sharded:
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    from torch.distributed.fsdp import fully_shard
+
+    for m in (model, ema):
+        for block in m.repeated_blocks():
+            fully_shard(block)
+        fully_shard(m)
+    return model
 
 
 def relaunch_under_torchrun(argv: list[str]) -> None:

@@ -52,15 +52,34 @@ def discretized_gaussian_log_likelihood(x, means, log_scales):
     return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_cdf_delta))
 
 
-def randn(shape, generator=None, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Standard normal noise from one generator, or from a list of generators, one per sample along
-    dim 0, so that each sample's noise depends only on its own generator (its seed and index), not on
-    how samples are batched."""
+def _draw(fn, shape, generator, device, **kw) -> torch.Tensor:
+    """`fn(shape)` from one generator, or from a list of generators, one per sample along dim 0, so
+    that each sample's draw depends only on its own generator (its seed and index), not on how samples
+    are batched or split over GPUs. Draws happen on the generator's device (a CPU generator serves a
+    CUDA run) and the result moves to `device`."""
+    shape = tuple(shape)
     if isinstance(generator, (list, tuple)):
         if len(generator) != shape[0]:
             raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
-        return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=device, dtype=dtype) for g in generator])
-    return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+        out = torch.stack([fn(shape[1:], generator=g, device=g.device, **kw) for g in generator])
+    else:
+        out = fn(shape, generator=generator, device=generator.device if generator is not None else device, **kw)
+    return out if device is None else out.to(device)
+
+
+def randn(shape, generator=None, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Standard normal draws (see `_draw` for per-sample generators and devices)."""
+    return _draw(torch.randn, shape, generator, device, dtype=dtype)
+
+
+def rand(shape, generator=None, device=None) -> torch.Tensor:
+    """Uniform [0, 1) draws (see `_draw`)."""
+    return _draw(torch.rand, shape, generator, device)
+
+
+def randint(high: int, shape, generator=None, device=None) -> torch.Tensor:
+    """Uniform integers in [0, high) (see `_draw`)."""
+    return _draw(lambda s, **kw: torch.randint(high, s, **kw), shape, generator, device)
 
 
 def _gather(arr: np.ndarray, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

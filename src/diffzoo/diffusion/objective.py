@@ -14,7 +14,7 @@ from typing import Callable, Protocol
 import torch
 
 from . import create_diffusion
-from .gaussian_diffusion import randn
+from .gaussian_diffusion import randint, randn
 from .rectified_flow import RectifiedFlow
 
 
@@ -50,8 +50,7 @@ class DDPMObjective:
         self.clip_denoised = clip_denoised
 
     def training_losses(self, model, x_start, model_kwargs, generator=None):
-        t = torch.randint(0, self.train_diffusion.num_timesteps, (x_start.shape[0],), device=x_start.device,
-                          generator=generator)
+        t = randint(self.train_diffusion.num_timesteps, (x_start.shape[0],), generator, x_start.device)
         noise = randn(x_start.shape, generator, x_start.device, x_start.dtype)
         return self.train_diffusion.training_losses(model, x_start, t, model_kwargs, noise=noise)
 

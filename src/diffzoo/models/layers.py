@@ -209,6 +209,11 @@ class Backbone(nn.Module):
             return checkpoint(block, *args, use_reentrant=False, **kwargs)
         return block(*args, **kwargs)
 
+    def repeated_blocks(self) -> list[nn.Module]:
+        """The repeated blocks (members of the model's top-level ModuleLists): the units that FSDP
+        shards and gathers one at a time."""
+        return [b for child in self.children() if isinstance(child, nn.ModuleList) for b in child]
+
     def aux_loss(self) -> torch.Tensor | None:
         """Extra training loss of the last forward (the MoE balance loss); None for dense models.
         The trainer adds it to the objective's loss as it is (coefficients live in the model)."""

@@ -1,0 +1,45 @@
+"""Shared fixtures: a small project (digits through dataset -> images -> latents) that the stage tests
+copy, so the data stages run once per test session."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DIFFZOO = [sys.executable, "-m", "diffzoo.cli"]
+
+
+def tiny_params(model="DiT-S/4", objective="ddpm"):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["data"]["max_per_class"] = 20
+    raw["train"].update(steps=40, global_batch_size=16, ckpt_every=5, log_every=5)
+    raw["sample"].update(num_samples=48, batch_size=6, sampling_steps="8")
+    raw["experiments"] = {"a": {"model": model, "model_args": {"hidden_size": 32, "depth": 2, "num_heads": 2},
+                                "objective": objective, "train": {}, "sample": {}}}
+    return raw
+
+
+def clone(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def edit_params(folder: Path, edit) -> None:
+    """Rewrite folder/params.yaml with edit(raw) applied."""
+    raw = yaml.safe_load((folder / "params.yaml").read_text())
+    edit(raw)
+    (folder / "params.yaml").write_text(yaml.safe_dump(raw))
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory):
+    """A project folder with the digits data set taken through dataset -> images -> latents and one
+    experiment "a" (a tiny DiT-S/4) declared; tests copy it with clone() before changing anything."""
+    root = tmp_path_factory.mktemp("prepared")
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    for stage in ("dataset", "images", "latents"):
+        subprocess.run(DIFFZOO + [stage, "--params", "params.yaml"], cwd=root, check=True, capture_output=True)
+    return root
