@@ -24,4 +24,4 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         REPORT_OUTPUTS,
-        expand(rules.sample.output.grid, exp=EXPERIMENTS),
+        expand(rules.sample.output.grid, exp=RUNS),

@@ -2,6 +2,7 @@
 no-op re-plan after it (`snakemake -n`). Prints one JSON line.
 
     python benchmarks/bench_pipeline.py [--cores 2] [--keep DIR]
+    python benchmarks/bench_pipeline.py --log .snakemake/log/X.snakemake.log   # job times of a past run
 """
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,11 +28,34 @@ def timed(cmd, cwd, env) -> float:
     return time.perf_counter() - t0
 
 
+def job_seconds(log: Path) -> dict[str, float]:
+    """Wall seconds of each job of a Snakemake run, "rule" or "rule:experiment", from its log."""
+    stamp = re.compile(r"^\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]$")
+    start, names, out, now = {}, {}, {}, None
+    lines = log.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if m := stamp.match(line):
+            now = datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y")
+        elif m := re.match(r"^(?:local)?rule (\w+):$", line):
+            rule, block = m.group(1), lines[i + 1:i + 12]
+            jobid = next(int(b.split(":")[1]) for b in block if b.strip().startswith("jobid:"))
+            wild = next((b.split("exp=")[1] for b in block if "wildcards: exp=" in b), None)
+            names[jobid], start[jobid] = f"{rule}:{wild}" if wild else rule, now
+        elif m := re.match(r"^Finished jobid: (\d+)", line):
+            jobid = int(m.group(1))
+            out[names[jobid]] = (now - start[jobid]).total_seconds()
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--keep", type=Path, default=None, help="run in this folder and keep it")
+    p.add_argument("--log", type=Path, default=None, help="only print the job times of this Snakemake log")
     args = p.parse_args()
+    if args.log:
+        print(json.dumps(job_seconds(args.log)))
+        return
     work = args.keep or Path(tempfile.mkdtemp(prefix="diffzoo-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "params.yaml"):
@@ -41,8 +67,10 @@ def main() -> None:
                SNAKEMAKE_OUTPUT_CACHE=str(work / ".cache/snakemake"))
     full = timed(["snakemake", "--cores", str(args.cores)], work, env)
     replan = timed(["snakemake", "-n"], work, env)
+    log = max((work / ".snakemake/log").glob("*.snakemake.log"), key=lambda f: f.stat().st_size)
     print(json.dumps({"default_run_s": round(full, 1), "noop_replan_s": round(replan, 2), "cores": args.cores,
-                      "cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()}))
+                      "cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
+                      "job_s": job_seconds(log)}))
     if args.keep is None:
         shutil.rmtree(work)
 

@@ -16,7 +16,7 @@ def tiny_params(model="DiT-S/4", objective="ddpm"):
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["data"]["max_per_class"] = 20
     raw["train"].update(steps=40, global_batch_size=16, ckpt_every=5, log_every=5)
-    raw["sample"].update(num_samples=48, batch_size=6, sampling_steps="8")
+    raw["sample"].update(num_samples=48, batch_size=6, sampling_steps="8", sampler="ddpm")  # per-step noise too
     raw["experiments"] = {"a": {"model": model, "model_args": {"hidden_size": 32, "depth": 2, "num_heads": 2},
                                 "objective": objective, "train": {}, "sample": {}}}
     return raw

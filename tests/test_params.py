@@ -97,6 +97,11 @@ def test_dvc_yaml_tracks_what_the_stages_read():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     train = dvc["train"]["do"]
     assert set(train["params"]) == {"train"} | {f"experiments.${{key}}.{k}" for k in ("model", "model_args", "objective", "train")}
+    # A sampling's stages are the sample/evaluate stages reading its experiment's model.
+    for stage, of in (("sampling", "sample"), ("evaluate-sampling", "evaluate")):
+        spec = {k: [d.replace("${item.experiment}", "${key}") for d in dvc[stage]["do"][k]] for k in ("deps", "params")}
+        assert spec["deps"] == dvc[of]["do"]["deps"], stage
+        assert set(dvc[of]["do"]["params"]) <= set(spec["params"]), stage
     for stage in ("images", "latents", "train", "sample"):
         spec = dvc[stage]["do"] if "do" in dvc[stage] else dvc[stage]
         deps = set(spec["deps"])
@@ -110,3 +115,50 @@ def test_model_args_that_do_not_build_the_model_are_refused():
         validate(with_change("experiments.dit-s2.model_args", {"hidden": 64}))
     with pytest.raises(DiffzooError, match=r"experiments.dit-s2.model_args do not build DiT-S/2: .*divisible"):
         validate(with_change("experiments.dit-s2.model_args", {"hidden_size": 64, "num_heads": 5}))
+
+
+def test_a_sampling_reuses_its_experiments_model_with_its_own_sample_settings():
+    raw = copy.deepcopy(DEFAULT)
+    raw["experiments"]["dit-s2"]["sample"] = {"cfg_scale": 1.5, "sampling_steps": "20"}
+    raw["samplings"] = {"dit-s2-nocfg": {"experiment": "dit-s2", "sample": {"cfg_scale": 1.0}}}
+    params = validate(raw)
+    assert pipeline.run_ids(params)[-1] == "dit-s2-nocfg"
+    exp = pipeline.experiment(params, "dit-s2-nocfg")
+    # The experiment's overrides hold unless the sampling overrides them again.
+    assert exp["sample"]["cfg_scale"] == 1.0 and exp["sample"]["sampling_steps"] == "20"
+    assert exp["train"] == params["experiments"]["dit-s2"]["train"]
+    own, parent = pipeline.paths(params, "dit-s2-nocfg"), pipeline.paths(params, "dit-s2")
+    for key in ("model", "model_config", "checkpoints", "train_metrics", "train_log"):
+        assert own[key] == parent[key], key
+    for key in ("samples", "grid", "metrics"):
+        assert own[key] != parent[key] and "dit-s2-nocfg" in str(own[key]), key
+    assert pipeline.stage_slice(params, "sample", "dit-s2-nocfg") != pipeline.stage_slice(params, "sample", "dit-s2")
+    # Sampling costs GPU time, training it none.
+    assert "dit-s2-nocfg" in pipeline.cost_summary(params)
+
+
+@pytest.mark.parametrize("samplings,message", [
+    ({"x": {"experiment": "dit-s9"}}, r"samplings.x.experiment = 'dit-s9' is not an experiment; allowed: dit-s2, dit-s4"),
+    ({"dit-s4": {"experiment": "dit-s2"}}, r"samplings.dit-s4: 'dit-s4' is already an experiment id"),
+    ({"x": {"experiment": "dit-s2", "train": {}}}, r"unknown key samplings.x.train; allowed: experiment, sample"),
+    ({"x": {"sample": {}}}, r"samplings.x lacks experiment; allowed: experiment, sample"),
+    ({"x": {"experiment": "dit-s2", "sample": {"cfg": 2}}}, r"unknown key samplings.x.sample.cfg; allowed: num_samples"),
+])
+def test_bad_samplings_name_the_key(samplings, message):
+    raw = copy.deepcopy(DEFAULT)
+    raw["samplings"] = samplings
+    with pytest.raises(DiffzooError, match=message):
+        validate(raw)
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_presets_are_valid_and_use_the_papers_recipe(preset):
+    """Every preset loads, and trains with the recipe facts.md gives (AdamW lr 1e-4, no weight decay,
+    batch 256, EMA 0.9999) and samples 50K images for FID-50K."""
+    params = load_params(preset)
+    for exp_id in pipeline.run_ids(params):
+        exp = pipeline.experiment(params, exp_id)
+        assert (exp["train"]["lr"], exp["train"]["weight_decay"], exp["train"]["global_batch_size"],
+                exp["train"]["ema_decay"]) == (1.0e-4, 0.0, 256, 0.9999), exp_id
+        assert exp["sample"]["num_samples"] == 50_000, exp_id
+    assert params["latents"]["flips"] and params["latents"]["vae"].startswith("stabilityai/sd-vae-ft-")

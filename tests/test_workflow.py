@@ -34,7 +34,11 @@ def tiny_params() -> dict:
         "dit": {"model": "DiT-S/4", "model_args": {**tiny, "num_heads": 2}, "objective": "ddpm", "train": {}, "sample": {}},
         "dis": {"model": "DiS-S/4", "model_args": dict(tiny), "objective": "rectified_flow", "train": {}, "sample": {}},
     }
+    raw["samplings"] = SAMPLINGS  # dit's model sampled again with guidance: no training of its own
     return raw
+
+
+SAMPLINGS = {"dit-cfg2": {"experiment": "dit", "sample": {"cfg_scale": 2.0}}}
 
 
 def make_project(dest: Path) -> Path:
@@ -70,7 +74,9 @@ def jobs(output: str) -> set[tuple[str, str | None]]:
 
 
 def chain(exp: str) -> set:
-    return {("train", exp), ("sample", exp), ("evaluate", exp), ("report", None)}
+    """The jobs downstream of an experiment's training: its own, its samplings', the report."""
+    runs = [exp] + [s for s, spec in SAMPLINGS.items() if spec["experiment"] == exp]
+    return {("train", exp), ("report", None)} | {(stage, r) for r in runs for stage in ("sample", "evaluate")}
 
 
 def read(project: Path, rel: str) -> str:
@@ -89,6 +95,8 @@ def test_snakemake_end_to_end_and_caching(tmp_path):
         assert (p / rel).stat().st_size > 0, rel
     table = read(p, "results/tables/default.md")
     assert "| diffzoo | dit | DiT-S/4 |" in table and "classifier" in table
+    assert "| diffzoo | dit-cfg2 | DiT-S/4 |" in table and "cfg 2.0" in table
+    assert not (p / "data/experiments/dit-cfg2/model.safetensors").exists()
     metrics = json.loads(read(p, "results/metrics/dis.json"))
     assert 0 <= metrics["fid"] and 0 <= metrics["precision"] <= 1
 
@@ -137,6 +145,7 @@ def test_dvc_end_to_end_and_caching(tmp_path):
     assert {("dataset", None), ("images", None), ("latents", None), ("reference", None),
             *chain("dit"), *chain("dis")} <= jobs(out)
     assert (p / "results/tables/default.md").stat().st_size > 0
+    assert ("sample", "dit-cfg2") in jobs(out) and ("train", "dit-cfg2") not in jobs(out)
 
     # 1. Nothing changed.
     assert "Data and pipelines are up to date" in dvc("status")

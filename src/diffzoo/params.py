@@ -156,7 +156,7 @@ def validate(raw: dict) -> dict:
 
     if not isinstance(raw, dict):
         raise DiffzooError("params: the file must hold a mapping of sections")
-    allowed = list(SCHEMA) + ["experiments"]
+    allowed = list(SCHEMA) + ["experiments", "samplings"]
     unknown = sorted(set(raw) - set(allowed))
     if unknown:
         raise DiffzooError(f"params: unknown section {unknown[0]!r}; allowed: {', '.join(allowed)}")
@@ -186,16 +186,54 @@ def validate(raw: dict) -> dict:
         except KeyError as err:
             raise DiffzooError(f"params: {where}.model: {err.args[0]}") from None
         _check_model_args(where, checked["model"], checked["model_args"])
-        # Overrides hold only the keys they set: check them, then lay them over the section's values.
         for section in ("train", "sample"):
-            given, spec = checked[section], SCHEMA[section]
-            unknown = sorted(set(given) - set(spec))
-            if unknown:
-                raise DiffzooError(f"params: unknown key {where}.{section}.{unknown[0]}; allowed: {', '.join(spec)}")
-            overrides = {k: _check_value(f"{where}.{section}.{k}", spec[k][0], v) for k, v in given.items()}
-            checked[section] = {**params[section], **overrides}
+            checked[section] = _overrides(f"{where}.{section}", section, checked[section], params[section])
         params["experiments"][exp_id] = checked
+    params["samplings"] = _check_samplings(raw.get("samplings"), params["experiments"])
     return params
+
+
+def _overrides(where: str, section: str, given: dict, base: dict) -> dict:
+    """Overrides hold only the keys they set: check them, then lay them over `base`."""
+    spec = SCHEMA[section]
+    unknown = sorted(set(given) - set(spec))
+    if unknown:
+        raise DiffzooError(f"params: unknown key {where}.{unknown[0]}; allowed: {', '.join(spec)}")
+    return {**base, **{k: _check_value(f"{where}.{k}", spec[k][0], v) for k, v in given.items()}}
+
+
+SAMPLING_KEYS = ("experiment", "sample")
+
+
+def _check_samplings(raw, experiments: dict) -> dict:
+    """`samplings`: more sample settings of a trained experiment (a guidance sweep, another sampler),
+    each sampled and evaluated under its own id without training again:
+        samplings: {dit-xl2-cfg1.0: {experiment: dit-xl2-cfg1.5, sample: {cfg_scale: 1.0}}}
+    Its sample settings are the experiment's, with the sampling's overrides laid over them."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise DiffzooError("params: 'samplings' must map sampling ids to {experiment, sample}")
+    out = {}
+    for sid, spec in raw.items():
+        where = f"samplings.{sid}"
+        if not isinstance(sid, str) or not EXPERIMENT_ID.match(sid):
+            raise DiffzooError(f"params: sampling id {sid!r} must be letters, digits, '_', '-', '.'")
+        if sid in experiments:
+            raise DiffzooError(f"params: {where}: {sid!r} is already an experiment id")
+        if not isinstance(spec, dict):
+            raise DiffzooError(f"params: {where} must be a mapping")
+        unknown = sorted(set(spec) - set(SAMPLING_KEYS))
+        if unknown or "experiment" not in spec:
+            bad = f"unknown key {where}.{unknown[0]}" if unknown else f"{where} lacks experiment"
+            raise DiffzooError(f"params: {bad}; allowed: {', '.join(SAMPLING_KEYS)}")
+        parent = spec["experiment"]
+        if parent not in experiments:
+            raise DiffzooError(f"params: {where}.experiment = {parent!r} is not an experiment; allowed: "
+                               f"{', '.join(experiments)}")
+        sample = _overrides(f"{where}.sample", "sample", spec.get("sample") or {}, experiments[parent]["sample"])
+        out[sid] = {"experiment": parent, "sample": sample}
+    return out
 
 
 @functools.lru_cache(maxsize=None)
@@ -236,9 +274,22 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> dict:
         raise DiffzooError(f"{path}: {err}") from None
 
 
+def run_ids(params: dict) -> list[str]:
+    """Every id that is sampled and evaluated: the experiments, then the samplings."""
+    return [*params["experiments"], *params.get("samplings", {})]
+
+
+def trained_by(params: dict, exp_id: str) -> str:
+    """The experiment whose training an id uses: itself, or a sampling's experiment."""
+    return params.get("samplings", {}).get(exp_id, {}).get("experiment", exp_id)
+
+
 def experiment(params: dict, exp_id: str) -> dict:
+    """An experiment's settings; for a sampling id, its experiment's with the sampling's sample settings."""
+    if exp_id in params.get("samplings", {}):
+        return {**params["experiments"][trained_by(params, exp_id)], "sample": params["samplings"][exp_id]["sample"]}
     if exp_id not in params["experiments"]:
-        raise DiffzooError(f"unknown experiment {exp_id!r}; params.yaml has: {', '.join(params['experiments'])}")
+        raise DiffzooError(f"unknown experiment {exp_id!r}; params.yaml has: {', '.join(run_ids(params))}")
     return params["experiments"][exp_id]
 
 
@@ -260,13 +311,15 @@ def paths(params: dict, exp_id: str | None = None) -> dict[str, Path]:
     }
     if exp_id is not None:
         e = Path("data") / "experiments" / exp_id
+        trained = trained_by(params, exp_id)  # a sampling reads its experiment's model
+        t = Path("data") / "experiments" / trained
         out.update({
             "exp": e,
-            "checkpoints": e / "checkpoints",
-            "model": e / "model.safetensors",
-            "model_config": e / "model.json",
-            "train_metrics": Path("results") / "train" / f"{exp_id}.json",
-            "train_log": Path("results") / "train" / f"{exp_id}.tsv",
+            "checkpoints": t / "checkpoints",
+            "model": t / "model.safetensors",
+            "model_config": t / "model.json",
+            "train_metrics": Path("results") / "train" / f"{trained}.json",
+            "train_log": Path("results") / "train" / f"{trained}.tsv",
             "samples": e / "samples.npz",
             "grid": Path("results") / "samples" / f"{exp_id}.png",
             "metrics": Path("results") / "metrics" / f"{exp_id}.json",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .params import experiment, load_params, paths
+from .params import experiment, load_params, paths, run_ids
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -58,7 +58,8 @@ def stage_slice(params: dict, stage: str, exp_id: str | None = None) -> dict:
     if stage == "evaluate":
         return {"evaluate": params["evaluate"]}
     if stage == "report":
-        return {"report": params["report"], "experiments": {k: e["model"] for k, e in params["experiments"].items()}}
+        return {"report": params["report"], "experiments": {k: e["model"] for k, e in params["experiments"].items()},
+                "samplings": {k: s["experiment"] for k, s in params["samplings"].items()}}
     exp = experiment(params, exp_id)
     if stage == "train":
         return {"model": exp["model"], "model_args": exp["model_args"], "objective": exp["objective"], "train": exp["train"]}
@@ -124,10 +125,12 @@ def runtime_minutes(params: dict, stage: str, exp_id: str) -> int:
 
 
 def cost_summary(params: dict) -> str:
-    """The estimate printed before a run starts: GPU-hours per experiment (train + sample)."""
+    """The estimate printed before a run starts: GPU-hours per experiment (train + sample) and per
+    sampling (sample only: it reuses its experiment's model)."""
     lines, total = [], 0.0
-    for exp_id in params["experiments"]:
-        train, sample = gpu_hours(params, "train", exp_id), gpu_hours(params, "sample", exp_id)
+    for exp_id in run_ids(params):
+        train = gpu_hours(params, "train", exp_id) if exp_id in params["experiments"] else 0.0
+        sample = gpu_hours(params, "sample", exp_id)
         total += train + sample
         lines.append(f"  {exp_id:24s} train {train:10.1f}  sample {sample:8.1f}")
     return (f"diffzoo cost estimate (H100 GPU-hours at {ASSUMED_MFU:.0%} bf16 MFU; evaluation not included):\n"
@@ -142,7 +145,7 @@ def report_outputs(params: dict) -> list[str]:
     return out
 
 
-__all__ = ["load", "paths", "stage_slice", "code_files", "gpus", "resources", "runtime_minutes", "report_outputs"]
+__all__ = ["load", "paths", "run_ids", "stage_slice", "code_files", "gpus", "resources", "runtime_minutes", "report_outputs"]
 
 
 # ---- `diffzoo code-digest`: what DVC tracks of an experiment's backbone ------------------------------

@@ -132,7 +132,7 @@ def sample(params_path: str, exp_id: str, device: str | None = None) -> Path:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    p.add_argument("--experiment", required=True, help="experiment id from params.yaml")
+    p.add_argument("--experiment", required=True, help="experiment or sampling id from params.yaml")
 
 
 def run(args) -> int:

@@ -116,6 +116,9 @@ def train(params_path: str, exp_id: str) -> dict:
 
     params = load_params(params_path)
     exp = experiment(params, exp_id)
+    if exp_id in params["samplings"]:
+        raise DiffzooError(f"{exp_id!r} is a sampling of experiment {params['samplings'][exp_id]['experiment']!r}: "
+                           "train that experiment")
     cfg = exp["train"]
     p = paths(params, exp_id)
 

@@ -1,4 +1,5 @@
 # Validates the params before any job is planned, and exposes their slices and artifact paths.
+import re
 import sys
 from diffzoo.errors import DiffzooError
 from diffzoo import pipeline
@@ -9,7 +10,8 @@ try:
 except DiffzooError as err:
     sys.exit(f"diffzoo: {err}")
 
-EXPERIMENTS = list(PARAMS["experiments"])
+EXPERIMENTS = list(PARAMS["experiments"])  # trained
+RUNS = pipeline.run_ids(PARAMS)  # sampled and evaluated: the experiments and the samplings
 PATHS = pipeline.paths(PARAMS)
 REPORT_OUTPUTS = pipeline.report_outputs(PARAMS)
 
@@ -20,7 +22,7 @@ def exp_path(key):
 
 
 wildcard_constraints:
-    exp="|".join(map(str, EXPERIMENTS)),
+    exp="|".join(map(re.escape, RUNS)),
 
 
 onstart:

@@ -1,4 +1,5 @@
-# Per experiment: train -> sample -> evaluate. Each job reruns when its params slice (compared by
+# Per experiment: train -> sample -> evaluate; per sampling (params `samplings`): sample -> evaluate
+# from its experiment's model. Each job reruns when its params slice (compared by
 # value), its inputs, or the source files of its code (the backbone's own files for train) change.
 
 
@@ -27,7 +28,7 @@ rule sample:
     resources:
         **pipeline.resources(PARAMS, "sample"),
     input:
-        model=exp_path("model"),
+        model=lambda w: str(pipeline.paths(PARAMS, w.exp)["model"]),  # a sampling's: its experiment's
         code=lambda w: pipeline.code_files("sample", PARAMS, w.exp),
     output:
         samples=exp_path("samples"),

@@ -3,7 +3,7 @@
 
 rule report:
     input:
-        metrics=expand(rules.evaluate.output.metrics, exp=EXPERIMENTS),
+        metrics=expand(rules.evaluate.output.metrics, exp=RUNS),
         train=expand(rules.train.output.metrics, exp=EXPERIMENTS),
         logs=expand(rules.train.output.log, exp=EXPERIMENTS),
         code=pipeline.code_files("report"),

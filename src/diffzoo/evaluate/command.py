@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("samples", nargs="?", help="ADM sample file (.npz, arr_0 uint8 NHWC), images-stage shard dir or image folder")
     p.add_argument("--ref", help="reference: ADM reference batch or `diffzoo reference-stats` output")
     p.add_argument("--params", default=None, help="pipeline mode: evaluate --experiment's samples as params.yaml says")
-    p.add_argument("--experiment", default=None, help="pipeline mode: experiment id from params.yaml")
+    p.add_argument("--experiment", default=None, help="pipeline mode: experiment or sampling id from params.yaml")
     p.add_argument("--out", default="metrics.json", help="where to write the metrics (JSON)")
     add_extractor_arguments(p)
     p.add_argument("--distance-dtype", choices=("float16", "float32"), default=None,

@@ -72,11 +72,11 @@ TABLES = ["default", "dit_table4", "dit_imagenet256", "dit_imagenet512", "diffus
 
 
 def our_rows(params: dict) -> list[dict]:
-    from ..params import paths
+    from ..params import experiment, paths, run_ids
 
     rows = []
-    for exp_id, exp in params["experiments"].items():
-        p = paths(params, exp_id)
+    for exp_id in run_ids(params):  # experiments, then samplings (their experiment's training)
+        exp, p = experiment(params, exp_id), paths(params, exp_id)
         for key, stage in (("metrics", "evaluate"), ("train_metrics", "train")):
             if not p[key].is_file():
                 raise DiffzooError(f"{p[key]} does not exist: run the {stage} stage of {exp_id!r} first")
