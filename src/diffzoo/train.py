@@ -65,6 +65,11 @@ def step_generators(seed: int, step: int, positions) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(mix_seed(seed, step, int(i))) for i in positions]
 
 
+def drop_labels(y: torch.Tensor, generators: list[torch.Generator], prob: float, null: int) -> torch.Tensor:
+    """Each label replaced by the null class with probability `prob`, drawn from its sample's generator."""
+    return torch.where(rand((len(y),), generators) < prob, null, y) if prob > 0 else y
+
+
 def loop_label_dropout(model: torch.nn.Module) -> tuple[float, int]:
     """Moves classifier-free-guidance label dropout from the model's LabelEmbedder (which draws from
     the global RNG, so its draws depend on how the batch is split over GPUs) to the training loop,
@@ -210,8 +215,7 @@ def train(params_path: str, exp_id: str) -> dict:
         gens = step_generators(cfg["seed"], step, range(mine.start, mine.stop))
         idx = global_batch_indices(step, cfg["global_batch_size"], len(data), cfg["seed"])
         x, y = data.batch(idx[mine], gens)
-        if drop_prob > 0:
-            y = torch.where(rand((len(gens),), gens) < drop_prob, null_class, y)
+        y = drop_labels(y, gens, drop_prob, null_class)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast:
             terms = objective.training_losses(net, x, {"y": y}, generator=gens)
