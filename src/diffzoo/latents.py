@@ -103,9 +103,9 @@ def encode_shards(images_dir: Path, out_dir: Path, vae: str = "identity", scale:
                 views = {"": batch, "_flip": batch.flip(3)} if flips else {"": batch}
                 for suffix, view in views.items():
                     mean, std = codec.encode(view)
-                    arrays.setdefault("mean" + suffix, []).append(mean.half().numpy())
+                    arrays.setdefault("mean" + suffix, []).append(mean.half().cpu().numpy())
                     if std is not None:
-                        arrays.setdefault("std" + suffix, []).append(std.half().numpy())
+                        arrays.setdefault("std" + suffix, []).append(std.half().cpu().numpy())
             for key, parts in arrays.items():
                 np.save(tmp / f"{key}.npy", np.concatenate(parts))
             np.save(tmp / "labels.npy", np.asarray(labels, dtype=np.int64))

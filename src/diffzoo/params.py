@@ -190,7 +190,26 @@ def validate(raw: dict) -> dict:
             checked[section] = _overrides(f"{where}.{section}", section, checked[section], params[section])
         params["experiments"][exp_id] = checked
     params["samplings"] = _check_samplings(raw.get("samplings"), params["experiments"])
+    for run_id in run_ids(params):
+        exp = experiment(params, run_id)
+        where = f"{'samplings' if run_id in params['samplings'] else 'experiments'}.{run_id}.sample.sampling_steps"
+        _check_sampling_steps(where, exp["objective"], exp["sample"]["sampling_steps"])
     return params
+
+
+def _check_sampling_steps(where: str, objective: str, value: str) -> None:
+    """Respaced DDPM/DDIM steps ("250", "ddim25", "10,10"): at least 2; Euler steps: a positive integer."""
+    if objective == "rectified_flow":
+        if not (value.isdigit() and int(value) >= 1):
+            raise DiffzooError(f"params: {where} = {value!r}: rectified flow takes a number of Euler steps, e.g. '25'")
+        return
+    from .diffusion.respace import space_timesteps
+    try:
+        steps = len(space_timesteps(1000, value))
+    except ValueError as err:
+        raise DiffzooError(f"params: {where} = {value!r}: {err} (write e.g. '250' or 'ddim25')") from None
+    if steps < 2:
+        raise DiffzooError(f"params: {where} = {value!r} gives {steps} step; a DDPM/DDIM sampler needs at least 2")
 
 
 def _overrides(where: str, section: str, given: dict, base: dict) -> dict:

@@ -71,6 +71,9 @@ def sample(params_path: str, exp_id: str, device: str | None = None) -> Path:
         import torch.distributed as dist
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     device = torch.device(device or (f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":  # as the official sample_ddp.py (TF32 matmuls and convolutions)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
     model = load_model(p["model"]).to(device).eval()
     config = json.loads(p["model"].with_suffix(".json").read_text())
