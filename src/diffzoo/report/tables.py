@@ -83,8 +83,9 @@ def our_rows(params: dict) -> list[dict]:
         metrics = json.loads(p["metrics"].read_text())
         train = json.loads(p["train_metrics"].read_text())
         s = exp["sample"]
+        sampler = "Euler" if exp["objective"] == "rectified_flow" else s["sampler"].upper()
         setting = f"{exp['objective']}, {train['steps']} steps, {s['num_samples']} samples, " \
-                  f"{s['sampling_steps']} {'Euler' if exp['objective'] == 'rectified_flow' else s['sampler']} steps" + \
+                  f"{s['sampling_steps'].removeprefix('ddim')} {sampler} steps" + \
                   (f", cfg {s['cfg_scale']} ({s['guidance']})" if s["cfg_scale"] > 1 else "")
         rows.append({"source": "diffzoo", "experiment": exp_id, "model": exp["model"], "setting": setting,
                      "features": metrics["feature_extractor"]["name"],
