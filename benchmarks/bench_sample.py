@@ -61,11 +61,12 @@ def main() -> None:
     p.add_argument("--guidance", default="all", choices=("all", "legacy3"))
     p.add_argument("--vae", default=None, help="also time decode: hub name, local folder or random-sd-vae")
     p.add_argument("--vae-dtype", default="float32", choices=("float32", "bfloat16"))
-    p.add_argument("--tf32", action="store_true", help="TF32 matmuls (DiT sample_ddp.py default; ours: off)")
+    p.add_argument("--no-tf32", action="store_true", help="plain fp32 matmuls (diffzoo sample, like DiT's "
+                                                          "sample_ddp.py, turns TF32 on for CUDA)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     dev = torch.device(args.device)
-    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not args.no_tf32
     model = create_model(args.model, input_size=args.input_size).to(dev).eval()
     shape = (model.in_channels, args.input_size, args.input_size)
     sample_cfg = {"sampling_steps": str(args.steps), "sampler": "ddpm"}
