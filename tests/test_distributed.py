@@ -107,3 +107,22 @@ def test_moe_sharded_equals_replicated(prepared, tmp_path):
     assert max_diff(runs["ddp"]["model"], runs["fsdp"]["model"]) < TOL
     assert max_diff(runs["ddp"]["ema"], runs["fsdp"]["ema"]) < TOL
     assert max_diff(checkpoint(folder, 3)["model"], runs["fsdp"]["model"]) > 1e-4
+
+
+def test_launch_over_one_node_and_over_a_slurm_allocation():
+    from diffzoo.train import launch_command
+
+    argv = ["train", "--params", "p.yaml", "--experiment", "a"]
+    assert launch_command(argv, {}, gpus=1) is None
+    assert launch_command(argv, {"LOCAL_RANK": "0"}, gpus=8) is None  # already a torchrun worker
+    one = launch_command(argv, {}, gpus=8)
+    assert one[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=8", "-m", "diffzoo.cli", *argv]
+    env = {"SLURM_JOB_NUM_NODES": "4", "SLURM_JOB_NODELIST": "gpu[07-10]", "SLURM_JOB_ID": "123"}
+    many = launch_command(argv, env, gpus=8, hostnames=lambda nodelist: [f"gpu{i:02d}" for i in range(7, 11)])
+    assert many[:3] == ["srun", "--nodes=4", "--ntasks-per-node=1"]
+    for flag in ("--nnodes=4", "--nproc_per_node=8", "--rdzv_backend=c10d", "--rdzv_endpoint=gpu07:29500", "--rdzv_id=123"):
+        assert flag in many
+    assert many[-len(argv):] == argv
+    # Inside an srun step (one task per node already): this task becomes its node's torchrun, no srun.
+    step = launch_command(argv, {**env, "SLURM_STEP_ID": "0"}, gpus=8, hostnames=lambda nodelist: ["gpu07"])
+    assert step[1:3] == ["-m", "torch.distributed.run"] and step[3:] == many[6:]

@@ -310,11 +310,48 @@ def distribute(model: torch.nn.Module, ema: torch.nn.Module, world: int, sharded
     return model
 
 
+RENDEZVOUS_PORT = 29500
+
+
+def launch_command(argv: list[str], env: dict, gpus: int, hostnames=None) -> list[str] | None:
+    """The command that runs `diffzoo ARGV` on every GPU it was given, or None where this process is
+    the right one (already under torchrun, or a single GPU on a single node).
+
+    One node with several GPUs: torchrun --standalone. Several nodes of a SLURM allocation
+    (SLURM_JOB_NUM_NODES > 1): one torchrun per node (started by srun from the batch script, or this
+    task inside an srun step of one task per node), meeting at the first node's c10d rendezvous.
+    `hostnames()` lists the allocation's nodes (scontrol by default).
+    """
+    if "LOCAL_RANK" in env:
+        return None
+    torchrun = [sys.executable, "-m", "torch.distributed.run"]
+    nodes = int(env.get("SLURM_JOB_NUM_NODES", "1"))
+    if nodes > 1:
+        head = (hostnames or _slurm_hostnames)(env["SLURM_JOB_NODELIST"])[0]
+        # From the batch script srun starts one torchrun per node; inside an srun step (one task per
+        # node already) this task becomes its node's torchrun.
+        srun = [] if "SLURM_STEP_ID" in env else ["srun", f"--nodes={nodes}", "--ntasks-per-node=1"]
+        return [*srun, *torchrun, f"--nnodes={nodes}", f"--nproc_per_node={max(gpus, 1)}", "--rdzv_backend=c10d",
+                f"--rdzv_endpoint={head}:{RENDEZVOUS_PORT}", f"--rdzv_id={env.get('SLURM_JOB_ID', 'diffzoo')}",
+                "-m", "diffzoo.cli", *argv]
+    if gpus > 1:
+        return [*torchrun, "--standalone", f"--nproc_per_node={gpus}", "-m", "diffzoo.cli", *argv]
+    return None
+
+
+def _slurm_hostnames(nodelist: str) -> list[str]:
+    import subprocess
+
+    return subprocess.run(["scontrol", "show", "hostnames", nodelist], check=True, capture_output=True,
+                          text=True).stdout.split()
+
+
 def relaunch_under_torchrun(argv: list[str]) -> None:
-    """With several visible GPUs and not yet under torchrun, replace this process by torchrun."""
-    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if n > 1 and "LOCAL_RANK" not in os.environ and shutil.which("torchrun"):
-        os.execvp("torchrun", ["torchrun", "--standalone", f"--nproc_per_node={n}", "-m", "diffzoo.cli", *argv])
+    """Replace this process by the launch over every GPU of this machine or allocation, if needed."""
+    cmd = launch_command(argv, dict(os.environ), torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    if cmd:
+        print("launching: " + " ".join(cmd), file=sys.stderr, flush=True)
+        os.execvp(cmd[0], cmd)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
