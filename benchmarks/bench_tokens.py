@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))  # the sequential reference loop lives with the tests
 
 from diffzoo.models import create_model  # noqa: E402
-from diffzoo.models.mamba import cuda_selective_scan, selective_scan_torch  # noqa: E402
+from diffzoo.models.mamba import cuda_selective_scan  # noqa: E402
 
 MODELS = {  # name -> (registered variant, overrides); width and depth are set from the command line
     "DiT": ("DiT-S/2", dict(patch_size=1, num_heads=4)),

@@ -1,7 +1,6 @@
 """The ImageNet forms (per-class tar, folder tree, HF parquet) give the same canonical data set."""
 import hashlib
 import io
-import json
 import tarfile
 
 import numpy as np

@@ -1,10 +1,8 @@
 """An interrupted train or sample stage (killed with SIGKILL) resumes and ends with the same result as
 an uninterrupted run, and never leaves a half-written artifact at its final path."""
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 

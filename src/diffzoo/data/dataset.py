@@ -15,7 +15,6 @@ import argparse
 import glob
 import hashlib
 import io
-import json
 import os
 import re
 import sys
@@ -23,7 +22,6 @@ import tarfile
 import zlib
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image
