@@ -94,3 +94,17 @@ def test_rerun_with_other_settings_does_not_reuse_shards(images_dir, vae_dir, tm
     assert meta["shape"] == [4, 8, 8]
     assert np.load(out / meta["shards"][0] / "mean.npy").shape[1:] == (4, 8, 8)
     assert (out / meta["shards"][0] / "std.npy").exists()
+
+
+def test_an_output_restored_as_a_link_is_replaced_never_written_through(images_dir, tmp_path):
+    """Snakemake's between-workflow cache restores an output folder as a link into the cache. A later
+    run of the stage under other settings must replace the link, leaving the cached copy as it was."""
+    cached = tmp_path / "cache" / "lat"
+    encode_shards(images_dir, cached, vae="identity", flips=False)
+    before = {p.relative_to(cached): p.read_bytes() for p in cached.rglob("*") if p.is_file()}
+    out = tmp_path / "project" / "lat"
+    out.parent.mkdir()
+    out.symlink_to(cached, target_is_directory=True)
+    meta = encode_shards(images_dir, out, vae="identity", flips=True)
+    assert not out.is_symlink() and (out / meta["shards"][0] / "mean_flip.npy").is_file()
+    assert {p.relative_to(cached): p.read_bytes() for p in cached.rglob("*") if p.is_file()} == before

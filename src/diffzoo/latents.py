@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .errors import DiffzooError
-from .utils import atomic_dir, content_hash, write_json
+from .utils import atomic_dir, content_hash, remove_tree, write_json
 
 
 class Identity:
@@ -86,8 +85,9 @@ def encode_shards(images_dir: Path, out_dir: Path, vae: str = "identity", scale:
     codec = make_codec(vae, scale, device, dtype)
     # Finished shards are kept (resume) only when they were made from the same images and settings.
     key = content_hash({"images": index, "vae": vae, "scale": scale, "flips": flips, "dtype": dtype})
-    if (out_dir / "settings.key").is_file() and (out_dir / "settings.key").read_text() != key:
-        shutil.rmtree(out_dir)
+    # A link (an output Snakemake's cache restored) is complete and read-only: never write through it.
+    if out_dir.is_symlink() or ((out_dir / "settings.key").is_file() and (out_dir / "settings.key").read_text() != key):
+        remove_tree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "settings.key").write_text(key)
     shards = []

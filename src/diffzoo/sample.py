@@ -13,7 +13,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import torch
 
 from .diffusion.gaussian_diffusion import randint, randn
 from .errors import DiffzooError
-from .utils import atomic_path, content_hash, sha256_file
+from .utils import atomic_path, content_hash, remove_tree, sha256_file
 
 SEED_STRIDE = 1 << 32
 
@@ -90,7 +89,7 @@ def sample(params_path: str, exp_id: str, device: str | None = None) -> Path:
     if rank == 0:
         for stale in p["samples"].parent.glob("samples.parts-*"):
             if stale != parts_dir:
-                shutil.rmtree(stale)
+                remove_tree(stale)
     parts_dir.mkdir(parents=True, exist_ok=True)
     n, bs = cfg["num_samples"], cfg["batch_size"]
     n_parts = math.ceil(n / bs)
@@ -128,7 +127,7 @@ def sample(params_path: str, exp_id: str, device: str | None = None) -> Path:
             with open(tmp, "wb") as f:
                 np.savez(f, arr_0=arr, labels=labels)
         save_grid(arr, p["grid"], cfg["grid"])
-        shutil.rmtree(parts_dir)
+        remove_tree(parts_dir)
         print(f"sample: {len(arr)} images {arr.shape[1:]} -> {p['samples']}, grid {p['grid']}")
     return p["samples"]
 

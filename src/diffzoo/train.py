@@ -19,7 +19,6 @@ import copy
 import functools
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
 from .diffusion.gaussian_diffusion import rand
 from .diffusion.objective import create_objective
 from .errors import DiffzooError
-from .utils import atomic_path, content_hash, write_json
+from .utils import atomic_path, content_hash, remove_tree, write_json
 
 KEEP_CHECKPOINTS = 2
 
@@ -169,7 +168,7 @@ def train(params_path: str, exp_id: str) -> dict:
         log_rows = list(state["log"])
         print(f"resuming {exp_id} from step {start}", file=sys.stderr)
     elif ckpt_dir.exists() and rank == 0:
-        shutil.rmtree(ckpt_dir)  # checkpoints of another configuration
+        remove_tree(ckpt_dir)  # checkpoints of another configuration
     sharded = world > 1 and cfg["parallel"] == "fsdp"
     net = distribute(model, ema, world, sharded, device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])

@@ -27,6 +27,16 @@ def atomic_path(final: str | Path):
             tmp.unlink()
 
 
+def remove_tree(path: str | Path) -> None:
+    """Remove a file, a folder or a symbolic link (only the link: an output that Snakemake's cache
+    restored is a link into the cache, whose content must stay); nothing if absent."""
+    path = Path(path)
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | Path):
     """Like atomic_path for a directory: build it under a temporary name, then swap it in."""
@@ -35,12 +45,10 @@ def atomic_dir(final: str | Path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         yield tmp
-        if final.exists():
-            shutil.rmtree(final)
+        remove_tree(final)
         os.replace(tmp, final)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        remove_tree(tmp)
 
 
 def write_json(path: str | Path, obj, sort_keys: bool = True) -> None:

@@ -6,13 +6,13 @@ import io
 import json
 import multiprocessing
 import os
-import shutil
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from ..errors import DiffzooError
+from ..utils import remove_tree
 
 
 def read_json(path: Path, what: str):
@@ -84,10 +84,6 @@ def worker_map(workers: int | None) -> Iterator[Callable]:
         return
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         yield lambda fn, items, chunksize=1: pool.imap(fn, items, chunksize=chunksize)
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def clean_stale(parent: Path, pattern: str) -> None:

@@ -28,7 +28,8 @@ from PIL import Image
 
 from ..errors import DiffzooError
 from ..utils import write_json
-from ._util import (batched, check_image_bytes, clean_stale, load_data_params, remove_tree, worker_map)
+from ..utils import remove_tree
+from ._util import batched, check_image_bytes, clean_stale, load_data_params, worker_map
 
 SOURCES = ("digits", "imagenet-tar", "imagenet-folder", "imagenet-parquet")
 ILSVRC2012_TRAIN_MD5 = "1d675b47d978889d74fa0da5fadfb00e"  # ILSVRC2012_img_train.tar as ImageNet publishes it

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DiffzooError
-from ..utils import atomic_path, write_json
+from ..utils import atomic_path, remove_tree, write_json
 from ._util import (clean_stale, describe_error, load_data_params, read_json, strict_decoding, worker_map)
 from .crop import center_crop_adm
 from .shards import INDEX_FORMAT, read_shard_meta
@@ -135,6 +135,8 @@ def build_images(src, out, resolution: int, shard_size: int = DEFAULT_SHARD_SIZE
     src, out = Path(src), Path(out)
     classes, items = list_items(src, max_per_class)
     root = src / "train" if (src / "train").is_dir() else src
+    if out.is_symlink():  # an output Snakemake's cache restored: never write through the link
+        remove_tree(out)
     out.mkdir(parents=True, exist_ok=True)
     clean_stale(out, ".shard-*.tmp*")  # leftovers of killed writers (atomic_path temp files)
     clean_stale(out, ".index.json.*tmp*")
