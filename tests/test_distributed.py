@@ -126,3 +126,9 @@ def test_launch_over_one_node_and_over_a_slurm_allocation():
     # Inside an srun step (one task per node already): this task becomes its node's torchrun, no srun.
     step = launch_command(argv, {**env, "SLURM_STEP_ID": "0"}, gpus=8, hostnames=lambda nodelist: ["gpu07"])
     assert step[1:3] == ["-m", "torch.distributed.run"] and step[3:] == many[6:]
+    # A broken allocation environment is a one-line error, not a traceback.
+    from diffzoo.errors import DiffzooError
+    with pytest.raises(DiffzooError, match="SLURM_JOB_NODELIST is not set"):
+        launch_command(argv, {"SLURM_JOB_NUM_NODES": "2"}, gpus=8)
+    with pytest.raises(DiffzooError, match="cannot list the nodes"):
+        launch_command(argv, {"SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "gpu[1-2]"}, gpus=8)  # no scontrol here

@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoints import save_checkpoint
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
                                                      set_optimizer_state_dict)
 
+from .checkpoints import save_checkpoint
 from .diffusion.gaussian_diffusion import rand
 from .diffusion.objective import create_objective
 from .errors import DiffzooError
@@ -326,6 +326,8 @@ def launch_command(argv: list[str], env: dict, gpus: int, hostnames=None) -> lis
     torchrun = [sys.executable, "-m", "torch.distributed.run"]
     nodes = int(env.get("SLURM_JOB_NUM_NODES", "1"))
     if nodes > 1:
+        if "SLURM_JOB_NODELIST" not in env:
+            raise DiffzooError(f"SLURM_JOB_NUM_NODES is {nodes} but SLURM_JOB_NODELIST is not set")
         head = (hostnames or _slurm_hostnames)(env["SLURM_JOB_NODELIST"])[0]
         # From the batch script srun starts one torchrun per node; inside an srun step (one task per
         # node already) this task becomes its node's torchrun.
@@ -341,8 +343,11 @@ def launch_command(argv: list[str], env: dict, gpus: int, hostnames=None) -> lis
 def _slurm_hostnames(nodelist: str) -> list[str]:
     import subprocess
 
-    return subprocess.run(["scontrol", "show", "hostnames", nodelist], check=True, capture_output=True,
-                          text=True).stdout.split()
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], check=True, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError) as err:
+        raise DiffzooError(f"cannot list the nodes of this SLURM allocation ({nodelist!r}) with scontrol: {err}") from None
+    return out.stdout.split()
 
 
 def relaunch_under_torchrun(argv: list[str]) -> None:
