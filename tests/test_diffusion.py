@@ -193,3 +193,78 @@ def test_samplers_recover_a_point_mass_with_the_exact_noise_predictor(spacing, m
     out = d.sample_loop(exact, shape, noise=torch.randn(shape, dtype=torch.float64), method=method,
                         generator=torch.Generator().manual_seed(1))
     assert torch.allclose(out, x_star, atol=1e-6)
+
+
+# ---- the small-scale options: v / x0 prediction and the cosine schedule -------------------------------
+def _exact_prediction(prediction, x_star, abar):
+    """The exact model for data that is the single point x*, in each parameterization (closed forms:
+    eps = (x_t - sqrt(abar) x*) / sqrt(1 - abar), v = sqrt(abar) eps - sqrt(1 - abar) x*, x0 = x*)."""
+    def model(x, t):
+        a = abar[t].view(-1, 1, 1, 1).to(x.dtype)
+        eps = (x - a.sqrt() * x_star) / (1 - a).sqrt()
+        out = {"eps": eps, "v": a.sqrt() * eps - (1 - a).sqrt() * x_star, "x0": x_star.expand_as(x)}[prediction]
+        return torch.cat([out, torch.zeros_like(out)], 1)
+    return model
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
+def test_training_target_is_the_closed_form_and_an_exact_model_has_zero_mse(prediction):
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(6, 2, 4, 4, generator=g, dtype=torch.float64) * 2 - 1
+    noise = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 1, 250, 500, 900, 999])
+    d = create_diffusion("", prediction=prediction)
+    a = torch.tensor(ABAR)[t].view(-1, 1, 1, 1)
+    expected = {"eps": noise, "v": a.sqrt() * noise - (1 - a).sqrt() * x0, "x0": x0}[prediction]
+    assert torch.allclose(d.training_target(x0, noise, t), expected, atol=1e-12)
+    # A model that returns the target (x_t -> target is a function of x_t only for a point mass, so
+    # here the model is handed the target directly).
+    target = d.training_target(x0, noise, t)
+    terms = d.training_losses(lambda x, tt: torch.cat([target, torch.zeros_like(target)], 1), x0, t, noise=noise)
+    assert torch.allclose(terms["mse"], torch.zeros(6, dtype=torch.float64), atol=1e-20)
+
+
+@pytest.mark.parametrize("prediction", ["v", "x0"])
+@pytest.mark.parametrize("spacing,method", [("50", "ddpm"), ("ddim25", "ddim")])
+def test_samplers_recover_a_point_mass_with_the_exact_v_and_x0_predictor(prediction, spacing, method):
+    x_star = torch.rand(3, 2, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
+    d = create_diffusion(spacing, prediction=prediction)
+    shape = tuple(x_star.shape)
+    out = d.sample_loop(_exact_prediction(prediction, x_star, torch.tensor(ABAR)), shape,
+                        noise=torch.randn(shape, dtype=torch.float64), method=method,
+                        generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(out, x_star, atol=1e-6)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
+def test_each_parameterization_gives_the_same_x0_and_posterior(prediction):
+    """p_mean_variance converts each exact prediction to the same x0 (= x*) and the same mean."""
+    g = torch.Generator().manual_seed(2)
+    x_star = torch.rand(4, 1, 3, 3, generator=g, dtype=torch.float64) * 2 - 1
+    x_t = torch.randn(x_star.shape, generator=g, dtype=torch.float64)
+    t = torch.tensor([3, 100, 600, 998])
+    d = create_diffusion("", prediction=prediction)
+    out = d.p_mean_variance(_exact_prediction(prediction, x_star, torch.tensor(ABAR)), x_t, t)
+    assert torch.allclose(out["pred_xstart"], x_star, atol=1e-9)
+    mean, _, _ = d.q_posterior_mean_variance(x_star, x_t, t)
+    assert torch.allclose(out["mean"], mean, atol=1e-9)
+
+
+def test_cosine_schedule_is_iddpms_alpha_bar():
+    """IDDPM: abar(t) = f(t) / f(0), f(t) = cos((t/T + s) / (1 + s) * pi/2)^2, s = 0.008, with each
+    beta capped at 0.999 (only the last steps reach the cap)."""
+    f = lambda t: math.cos((t / T + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    d = create_diffusion("", noise_schedule="cosine")
+    expected = np.array([f(i + 1) / f(0) for i in range(T)])
+    capped = np.flatnonzero(d.betas >= 0.999)
+    assert len(capped) <= 2 and (capped >= T - 2).all()
+    np.testing.assert_allclose(d.alphas_cumprod[:T - 2], expected[:T - 2], rtol=1e-9)
+
+
+def test_prediction_arguments():
+    assert create_diffusion("", predict_xstart=True).prediction == "x0"  # the official argument
+    assert create_diffusion("").prediction == "eps"
+    with pytest.raises(ValueError, match="contradicts"):
+        create_diffusion("", predict_xstart=True, prediction="v")
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        create_diffusion("", prediction="score")

@@ -46,6 +46,14 @@ def test_default_params_are_valid_and_complete():
     ("experiments.dit-s2.train", {"stesp": 3}, r"unknown key experiments.dit-s2.train.stesp; allowed: steps"),
     ("report.tables", ["dit_tabel4"], r"unknown table 'dit_tabel4'; allowed: default, dit_table4"),
     ("bogus", {}, r"unknown section 'bogus'; allowed: data, latents"),
+    ("train.prediction", "score", r"train.prediction = 'score' is not allowed; allowed: 'eps' \| 'v' \| 'x0'"),
+    ("train.noise_schedule", "sigmoid", r"train.noise_schedule = 'sigmoid' is not allowed; allowed: 'linear' \| 'cosine'"),
+    ("experiments.dit-s2-rf.train", {"prediction": "eps"},
+     r"experiments.dit-s2-rf: train.prediction = 'eps'; rectified_flow predicts the velocity: allowed v or null"),
+    ("experiments.dit-s2-rf.train", {"noise_schedule": "cosine"},
+     r"experiments.dit-s2-rf: train.noise_schedule = 'cosine' is a setting of objective ddpm; .* allowed null"),
+    ("latents.vae", "stabilityai/sd-vae-ft-ema", r"latents.grayscale = true needs latents.vae = 'identity'"),
+    ("evaluate.reference", "ref.npz", r"evaluate.reference .* needs evaluate.feature_extractor = 'inception'"),
 ])
 def test_bad_values_name_the_key_and_the_allowed_values(path, value, message):
     with pytest.raises(DiffzooError, match=message):
@@ -154,7 +162,10 @@ def test_bad_samplings_name_the_key(samplings, message):
         validate(raw)
 
 
-@pytest.mark.parametrize("preset", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+PAPER_PRESETS = [p for p in sorted((ROOT / "configs").glob("*.yaml")) if not p.stem.startswith("digits")]
+
+
+@pytest.mark.parametrize("preset", PAPER_PRESETS, ids=lambda p: p.stem)
 def test_presets_are_valid_and_use_the_papers_recipe(preset):
     """Every preset loads, and trains with the recipe facts.md gives (AdamW lr 1e-4, no weight decay,
     batch 256, EMA 0.9999) and samples 50K images for FID-50K."""
@@ -164,4 +175,16 @@ def test_presets_are_valid_and_use_the_papers_recipe(preset):
         assert (exp["train"]["lr"], exp["train"]["weight_decay"], exp["train"]["global_batch_size"],
                 exp["train"]["ema_decay"]) == (1.0e-4, 0.0, 256, 0.9999), exp_id
         assert exp["sample"]["num_samples"] == 50_000, exp_id
+        # The small-scale options stay off: the papers' eps-prediction and linear schedule.
+        from diffzoo.train import objective_settings
+        assert objective_settings(exp) in ({}, {"prediction": "eps", "noise_schedule": "linear"}), exp_id
     assert params["latents"]["flips"] and params["latents"]["vae"].startswith("stabilityai/sd-vae-ft-")
+
+
+def test_classifier_defaults_are_train_classifiers():
+    """One set of defaults: the schema's classifier section is train_classifier's keyword defaults."""
+    import inspect
+
+    from diffzoo.evaluate.classifier import train_classifier
+    signature = inspect.signature(train_classifier).parameters
+    assert {k: d for k, (_, d) in SCHEMA["classifier"].items()} == {k: signature[k].default for k in SCHEMA["classifier"]}

@@ -3,8 +3,10 @@ import csv
 import io
 import json
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from diffzoo.params import paths, validate
 from diffzoo.report.published import PAPERS_YAML, load_papers
@@ -20,7 +22,7 @@ def test_published_numbers_are_the_reference_file():
 @pytest.mark.parametrize("table", TABLES)
 def test_every_table_has_rows_with_sources(table):
     rows = published_rows(table)
-    if table == "default":
+    if table in ("default", "digits_scaling"):
         assert rows == []
         return
     assert rows and all(r["source"] and r["features"] == "inception (ADM suite)" for r in rows)
@@ -47,6 +49,16 @@ def test_report_puts_ours_beside_published(tmp_path, monkeypatch):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(obj))
     p["train_log"].write_text("step\tloss\n1\t0.5\n2\t0.4\n")
+    # The overview's inputs: the images stage's shards and the run's samples (ADM npz with labels).
+    rng = np.random.default_rng(0)
+    images = paths(params)["images"]
+    images.mkdir(parents=True)
+    np.savez(images / "shard-00000.npz", images=rng.integers(0, 256, (30, 16, 16, 3), dtype=np.uint8),
+             labels=np.arange(30) % 3)
+    (images / "index.json").write_text(json.dumps({"num_images": 30, "classes": ["a", "b", "c"],
+                                                    "shards": ["shard-00000.npz"]}))
+    p["samples"].parent.mkdir(parents=True)
+    np.savez(p["samples"], arr_0=rng.integers(0, 256, (12, 16, 16, 3), dtype=np.uint8), labels=np.arange(12) % 3)
     written = report(params, tmp_path / "results")
     md = (tmp_path / "results/tables/dit_table4.md").read_text()
     assert "| DiT Table 4 |  | DiT-B/4 |" in md and "| diffzoo | b4 | DiT-B/4 |" in md
@@ -56,6 +68,8 @@ def test_report_puts_ours_beside_published(tmp_path, monkeypatch):
     assert ours["fid"] == "70.5" and ours["features"] == "inception" and ours["gpu_hours"] == "123.4"
     assert (tmp_path / "results/tables/dit_table4.tex").read_text().count("\\\\") == 14
     assert all(w.stat().st_size > 0 for w in written)
+    overview = Image.open(tmp_path / "results/plots/samples.png")
+    assert overview.height >= 512 and overview.width > overview.height  # real data and b4 side by side
 
 
 def test_render_formats():

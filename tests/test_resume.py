@@ -11,7 +11,7 @@ import pytest
 
 from diffzoo.checkpoints import read_state_dict
 
-from conftest import DIFFZOO, clone, edit_params
+from conftest import DIFFZOO, clone, edit_params, tiny_params
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,8 @@ def test_sample_resumes_to_the_same_samples(trained, tmp_path):
 
     x = np.load(whole / "data/experiments/a/samples.npz")
     y = np.load(cut / "data/experiments/a/samples.npz")
-    assert x["arr_0"].shape == (48, 16, 16, 3) and x["arr_0"].dtype == np.uint8
+    res = tiny_params()["data"]["resolution"]
+    assert x["arr_0"].shape == (48, res, res, 3) and x["arr_0"].dtype == np.uint8
     assert np.array_equal(x["arr_0"], y["arr_0"]) and np.array_equal(x["labels"], y["labels"])
     assert not list(exp_dir.glob("samples.parts-*")) and no_temp_files(cut / "data/experiments")
 

@@ -25,12 +25,19 @@ from .utils import atomic_dir, content_hash, remove_tree, write_json
 
 
 class Identity:
-    """Pixel space: uint8 images <-> [-1, 1]."""
+    """Pixel space: uint8 images <-> [-1, 1]; with `grayscale` one channel, the mean of R, G and B
+    (for grey data, which is stored as three equal channels, exactly the grey value)."""
 
     scale = 1.0
 
+    def __init__(self, grayscale: bool = False):
+        self.grayscale = grayscale
+
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return images.float() / 127.5 - 1.0, None
+        x = images.float()
+        if self.grayscale:
+            x = x.mean(1, keepdim=True)
+        return x / 127.5 - 1.0, None
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return z
@@ -65,9 +72,12 @@ class VAE:
         return self.vae.decode((z / self.scale).to(self.device, self.dtype)).sample.float()
 
 
-def make_codec(vae: str, scale: float, device: torch.device | str = "cpu", dtype: str = "float32"):
+def make_codec(vae: str, scale: float, device: torch.device | str = "cpu", dtype: str = "float32",
+               grayscale: bool = False):
     if vae == "identity":
-        return Identity()
+        return Identity(grayscale)
+    if grayscale:
+        raise DiffzooError(f"grayscale needs pixel space (vae identity); the VAE {vae!r} encodes three channels")
     return VAE(vae, scale, torch.device(device), getattr(torch, dtype))
 
 
@@ -77,14 +87,16 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def encode_shards(images_dir: Path, out_dir: Path, vae: str = "identity", scale: float = 0.18215,
-                  batch_size: int = 64, flips: bool = True, device: str = "cpu", dtype: str = "float32") -> dict:
+                  batch_size: int = 64, flips: bool = True, device: str = "cpu", dtype: str = "float32",
+                  grayscale: bool = False) -> dict:
     """Encode every images shard; shards already present in out_dir are kept (resume)."""
     from .data.shards import iter_shards, load_index
 
     index = load_index(images_dir)
-    codec = make_codec(vae, scale, device, dtype)
+    codec = make_codec(vae, scale, device, dtype, grayscale)
     # Finished shards are kept (resume) only when they were made from the same images and settings.
-    key = content_hash({"images": index, "vae": vae, "scale": scale, "flips": flips, "dtype": dtype})
+    key = content_hash({"images": index, "vae": vae, "scale": scale, "flips": flips, "dtype": dtype,
+                        "grayscale": grayscale})
     # A link (an output Snakemake's cache restored) is complete and read-only: never write through it.
     if out_dir.is_symlink() or ((out_dir / "settings.key").is_file() and (out_dir / "settings.key").read_text() != key):
         remove_tree(out_dir)
@@ -112,7 +124,7 @@ def encode_shards(images_dir: Path, out_dir: Path, vae: str = "identity", scale:
     if not shards:
         raise DiffzooError(f"{images_dir} holds no image shards")
     shape = list(np.load(out_dir / shards[0] / "mean.npy", mmap_mode="r").shape[1:])
-    meta = {"vae": vae, "scale": scale if vae != "identity" else 1.0, "flips": flips, "shape": shape,
+    meta = {"vae": vae, "scale": scale if vae != "identity" else 1.0, "flips": flips, "grayscale": grayscale, "shape": shape,
             "num_images": index["num_images"], "classes": index["classes"], "shards": shards,
             "resolution": index["resolution"]}
     write_json(out_dir / "index.json", meta)
@@ -178,6 +190,6 @@ def run(args) -> int:
     lat = params["latents"]
     p = paths(params)
     meta = encode_shards(p["images"], p["latents"], lat["vae"], lat["scale"], lat["batch_size"], lat["flips"],
-                         args.device, lat["dtype"])
+                         args.device, lat["dtype"], lat["grayscale"])
     print(f"latents: {meta['num_images']} images -> {p['latents']} (shape {meta['shape']}, vae {lat['vae']})")
     return 0

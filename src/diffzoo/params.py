@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from .diffusion.gaussian_diffusion import NOISE_SCHEDULES, PREDICTIONS
 from .errors import DiffzooError
 
 DEFAULT_PARAMS = "params.yaml"
@@ -56,12 +57,15 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "batch_size": (int, 64),
         "dtype": (Choice("float32", "bfloat16"), "float32"),
         "flips": (bool, True),                     # also store the horizontal flip (DiT's augmentation)
+        "grayscale": (bool, False),                # pixel space in one grey channel (identity only); samples
+                                                   # are written back as three equal channels
     },
     "classifier": {                                # in-domain feature extractor for data without Inception
-        "epochs": (int, 8),
-        "batch_size": (int, 128),
+        "epochs": (int, 60),                       # (defaults: train_classifier's, tested equal)
+        "batch_size": (int, 64),
         "lr": (float, 2.0e-3),
-        "width": (int, 32),
+        "width": (int, 16),
+        "noise_aug": (float, 2.0),                 # largest std of the noise added to training images
         "seed": (int, 0),
     },
     "train": {                                     # defaults for every experiment (override per experiment)
@@ -77,6 +81,11 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "compile": (bool, False),                  # torch.compile the model (GPU)
         "grad_checkpointing": (bool, False),
         "parallel": (Choice("ddp", "fsdp"), "ddp"),  # several GPUs: replicate (DDP) or shard (FSDP2) the model
+        # What the model predicts; null = the objective's own: eps for ddpm (the papers), the velocity
+        # for rectified_flow (which takes only v). v or x0 are for small-scale ddpm runs (README).
+        "prediction": (Optional(Choice(*PREDICTIONS)), None),
+        # ddpm's beta schedule; null = linear (the papers); cosine (IDDPM). rectified_flow has none.
+        "noise_schedule": (Optional(Choice(*NOISE_SCHEDULES)), None),
     },
     "sample": {
         "num_samples": (int, 500),                 # 50000 for the papers' FID-50K
@@ -86,7 +95,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "cfg_scale": (float, 1.0),                 # 1.0 = no guidance
         "guidance": (Choice("legacy3", "all"), "all"),  # legacy3 = official DiT (channels 0..2 only)
         "seed": (int, 0),
-        "grid": (int, 8),                          # the PNG grid shows grid x grid samples
+        "grid": (int, 8),                          # the PNG grid: this many samples per class, one row per class
     },
     "evaluate": {
         "feature_extractor": (Choice("classifier", "inception"), "classifier"),
@@ -161,6 +170,13 @@ def validate(raw: dict) -> dict:
     if unknown:
         raise DiffzooError(f"params: unknown section {unknown[0]!r}; allowed: {', '.join(allowed)}")
     params = {section: _check_section(section, spec, raw.get(section) or {}) for section, spec in SCHEMA.items()}
+    if params["evaluate"]["reference"] and params["evaluate"]["feature_extractor"] != "inception":
+        raise DiffzooError("params: evaluate.reference (an ADM batch of Inception statistics) needs "
+                           "evaluate.feature_extractor = 'inception'; the classifier's reference is computed "
+                           "from the data's images")
+    if params["latents"]["grayscale"] and params["latents"]["vae"] != "identity":
+        raise DiffzooError(f"params: latents.grayscale = true needs latents.vae = 'identity' (pixel space); "
+                           f"the VAE {params['latents']['vae']!r} encodes three channels")
     from .report.tables import TABLES
     bad = [t for t in params["report"]["tables"] if t not in TABLES]
     if bad:
@@ -188,6 +204,7 @@ def validate(raw: dict) -> dict:
         _check_model_args(where, checked["model"], checked["model_args"])
         for section in ("train", "sample"):
             checked[section] = _overrides(f"{where}.{section}", section, checked[section], params[section])
+        _check_objective_settings(where, checked)
         params["experiments"][exp_id] = checked
     params["samplings"] = _check_samplings(raw.get("samplings"), params["experiments"])
     for run_id in run_ids(params):
@@ -195,6 +212,20 @@ def validate(raw: dict) -> dict:
         where = f"{'samplings' if run_id in params['samplings'] else 'experiments'}.{run_id}.sample.sampling_steps"
         _check_sampling_steps(where, exp["objective"], exp["sample"]["sampling_steps"])
     return params
+
+
+def _check_objective_settings(where: str, exp: dict) -> None:
+    """Rectified flow predicts the velocity on its own time distribution: of train.prediction it takes
+    only v (or null) and it has no noise_schedule."""
+    if exp["objective"] != "rectified_flow":
+        return
+    train = exp["train"]
+    if train["prediction"] not in (None, "v"):
+        raise DiffzooError(f"params: {where}: train.prediction = {train['prediction']!r}; rectified_flow predicts "
+                           f"the velocity: allowed v or null")
+    if train["noise_schedule"] is not None:
+        raise DiffzooError(f"params: {where}: train.noise_schedule = {train['noise_schedule']!r} is a setting of "
+                           f"objective ddpm; rectified_flow has no beta schedule: allowed null")
 
 
 def _check_sampling_steps(where: str, objective: str, value: str) -> None:

@@ -18,7 +18,7 @@ STAGE_CODE = {
     "latents": ["latents.py", "data/shards.py"],
     "reference": ["evaluate/*.py"],
     "train": ["train.py", "latents.py", "diffusion/*.py", "checkpoints.py"],
-    "sample": ["sample.py", "latents.py", "diffusion/*.py", "checkpoints.py"],
+    "sample": ["sample.py", "latents.py", "diffusion/*.py", "checkpoints.py", "report/figures.py"],
     "evaluate": ["evaluate/*.py"],
     "report": ["report/*.py", "report/papers.yaml"],
 }
@@ -141,7 +141,7 @@ def report_outputs(params: dict) -> list[str]:
     out = []
     for table in params["report"]["tables"]:
         out += [f"results/tables/{table}.{ext}" for ext in ("md", "csv", "tex")]
-    out += ["results/plots/fid_vs_gflops.png", "results/plots/loss.png"]
+    out += ["results/plots/fid_vs_gflops.png", "results/plots/loss.png", "results/plots/samples.png"]
     return out
 
 

@@ -30,32 +30,11 @@ def sample_generators(seed: int, indices, device="cpu") -> list[torch.Generator]
     return [torch.Generator(device=device).manual_seed(seed * SEED_STRIDE + int(i)) for i in indices]
 
 
-def save_grid(images: np.ndarray, path: Path, grid: int) -> None:
-    """A grid x grid PNG of the first samples (uint8 NHWC)."""
-    from PIL import Image
-
-    n = min(len(images), grid * grid)
-    if n == 0:
-        return
-    cols = min(grid, n)
-    rows = math.ceil(n / cols)
-    h, w, c = images.shape[1:]
-    canvas = np.full((rows * (h + 2) + 2, cols * (w + 2) + 2, c), 255, dtype=np.uint8)
-    for k in range(n):
-        r, q = divmod(k, cols)
-        canvas[2 + r * (h + 2):2 + r * (h + 2) + h, 2 + q * (w + 2):2 + q * (w + 2) + w] = images[k]
-    scale = max(1, 256 // (cols * (w + 2)))
-    img = Image.fromarray(canvas.squeeze(-1) if c == 1 else canvas)
-    if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
-
-
 def sample(params_path: str, exp_id: str, device: str | None = None) -> Path:
     from .checkpoints import load_model
     from .latents import make_codec, to_uint8
     from .params import experiment, load_params, paths
+    from .report.figures import save_run_grid
     from .train import build_objective
 
     params = load_params(params_path)
@@ -77,7 +56,8 @@ def sample(params_path: str, exp_id: str, device: str | None = None) -> Path:
     model = load_model(p["model"]).to(device).eval()
     config = json.loads(p["model"].with_suffix(".json").read_text())
     lat = config["latents"]
-    objective = build_objective(config["objective"], model.learn_sigma, cfg, pixel_space=lat["vae"] == "identity")
+    objective = build_objective(config["objective"], model.learn_sigma, cfg, pixel_space=lat["vae"] == "identity",
+                                **config.get("objective_args", {}))
     codec = make_codec(lat["vae"], lat["scale"], device, params["latents"]["dtype"])
     shape = lat["shape"]
     num_classes = len(lat["classes"])
@@ -126,7 +106,7 @@ def sample(params_path: str, exp_id: str, device: str | None = None) -> Path:
         with atomic_path(p["samples"]) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, arr_0=arr, labels=labels)
-        save_grid(arr, p["grid"], cfg["grid"])
+        save_run_grid(params, exp_id, p["samples"], p["grid"])
         remove_tree(parts_dir)
         print(f"sample: {len(arr)} images {arr.shape[1:]} -> {p['samples']}, grid {p['grid']}")
     return p["samples"]

@@ -44,14 +44,25 @@ def model_config(exp: dict, latent_meta: dict) -> dict:
     args = {"input_size": shape[-1], "in_channels": shape[0], "num_classes": len(latent_meta["classes"]),
             "learn_sigma": exp["objective"] == "ddpm"}
     args.update(exp["model_args"])
-    return {"model": exp["model"], "model_args": args, "objective": exp["objective"]}
+    return {"model": exp["model"], "model_args": args, "objective": exp["objective"],
+            "objective_args": objective_settings(exp)}
 
 
-def build_objective(objective: str, learn_sigma: bool, sample_cfg: dict, pixel_space: bool = False):
+def objective_settings(exp: dict) -> dict:
+    """The experiment's objective settings that training and sampling must share (kept in model.json):
+    ddpm's prediction and noise schedule, with null as the papers' eps and linear."""
+    if exp["objective"] != "ddpm":
+        return {}
+    return {"prediction": exp["train"]["prediction"] or "eps", "noise_schedule": exp["train"]["noise_schedule"] or "linear"}
+
+
+def build_objective(objective: str, learn_sigma: bool, sample_cfg: dict, pixel_space: bool = False,
+                    **objective_args):
+    """`objective_args`: objective_settings() of the experiment (model.json "objective_args")."""
     if objective == "ddpm":
         return create_objective("ddpm", learn_sigma=learn_sigma, sampling_steps=sample_cfg["sampling_steps"],
-                                sampler=sample_cfg["sampler"], clip_denoised=pixel_space)
-    return create_objective(objective, sampling_steps=int(sample_cfg["sampling_steps"]))
+                                sampler=sample_cfg["sampler"], clip_denoised=pixel_space, **objective_args)
+    return create_objective(objective, sampling_steps=int(sample_cfg["sampling_steps"]), **objective_args)
 
 
 def mix_seed(*key: int) -> int:
@@ -144,7 +155,8 @@ def train(params_path: str, exp_id: str) -> dict:
     mcfg = model_config(exp, data.meta)
     torch.manual_seed(cfg["seed"])
     model = create_model(mcfg["model"], **mcfg["model_args"]).to(device)
-    objective = build_objective(exp["objective"], mcfg["model_args"]["learn_sigma"], exp["sample"])
+    objective = build_objective(exp["objective"], mcfg["model_args"]["learn_sigma"], exp["sample"],
+                                **mcfg["objective_args"])
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     drop_prob, null_class = loop_label_dropout(model)
     if cfg["grad_checkpointing"]:

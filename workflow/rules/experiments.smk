@@ -29,6 +29,7 @@ rule sample:
         **pipeline.resources(PARAMS, "sample"),
     input:
         model=lambda w: str(pipeline.paths(PARAMS, w.exp)["model"]),  # a sampling's: its experiment's
+        images=PATHS["images"],  # the real images' panel of the grid
         code=lambda w: pipeline.code_files("sample", PARAMS, w.exp),
     output:
         samples=exp_path("samples"),

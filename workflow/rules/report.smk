@@ -6,6 +6,9 @@ rule report:
         metrics=expand(rules.evaluate.output.metrics, exp=RUNS),
         train=expand(rules.train.output.metrics, exp=EXPERIMENTS),
         logs=expand(rules.train.output.log, exp=EXPERIMENTS),
+        samples=expand(rules.sample.output.samples, exp=RUNS),  # the overview of samples
+        images=PATHS["images"],
+        reference=PATHS["reference"],  # the real-data row (held-out images)
         code=pipeline.code_files("report"),
     output:
         REPORT_OUTPUTS,

@@ -15,6 +15,9 @@ import torch
 ModelFn = Callable[..., torch.Tensor]
 
 
+NOISE_SCHEDULES = ("linear", "cosine")
+
+
 def get_named_beta_schedule(name: str, num_diffusion_timesteps: int) -> np.ndarray:
     """The linear schedule of DDPM, scaled to the step count (1e-4..0.02 at 1000), or IDDPM's cosine."""
     if name == "linear":
@@ -88,15 +91,32 @@ def _gather(arr: np.ndarray, t: torch.Tensor, like: torch.Tensor) -> torch.Tenso
     return out.view(-1, *([1] * (like.ndim - 1))).expand_as(like)
 
 
-class GaussianDiffusion:
-    """Diffusion with `model_var_type` in {"learned_range", "fixed_small", "fixed_large"} and
-    epsilon prediction. `loss_type` is "mse" (hybrid with the VB term when the variance is learned),
-    "rescaled_mse" or "kl"."""
+PREDICTIONS = ("eps", "v", "x0")
 
-    def __init__(self, betas: np.ndarray, model_var_type: str = "learned_range", loss_type: str = "mse"):
+
+class GaussianDiffusion:
+    """Diffusion with `model_var_type` in {"learned_range", "fixed_small", "fixed_large"}.
+    `loss_type` is "mse" (hybrid with the VB term when the variance is learned), "rescaled_mse" or "kl".
+
+    `prediction` is what the model's first C output channels are:
+    - "eps": the noise (DDPM, ADM, DiT and every reproduced paper);
+    - "v": the velocity v = sqrt(abar) * eps - sqrt(1 - abar) * x0 (Salimans & Ho 2022);
+    - "x0": the clean data (ADM's START_X).
+    The MSE term is taken in the predicted quantity's own space. Per unit of x0 error it weighs a
+    timestep by SNR = abar / (1 - abar) for eps, SNR + 1 for v and 1 for x0: at high noise (SNR ~ 3e-4
+    at t = 900 of the linear schedule) an eps model is barely asked for x0 at all, and a small model
+    never learns the coarse structure that the sampler's first steps need (README, "Why the papers'
+    recipe samples noise at this scale").
+    """
+
+    def __init__(self, betas: np.ndarray, model_var_type: str = "learned_range", loss_type: str = "mse",
+                 prediction: str = "eps"):
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or not ((betas > 0) & (betas <= 1)).all():
             raise ValueError("betas must be a 1-D array in (0, 1]")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {prediction!r}")
+        self.prediction = prediction
         self.model_var_type = model_var_type
         self.loss_type = loss_type
         self.betas = betas
@@ -135,6 +155,23 @@ class GaussianDiffusion:
         return (_gather(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - pred_xstart) / \
             _gather(self.sqrt_recipm1_alphas_cumprod, t, x_t)
 
+    def _predict_xstart(self, x_t, t, out):
+        """x0 from the model's prediction (eps, v or x0)."""
+        if self.prediction == "eps":
+            return self._predict_xstart_from_eps(x_t, t, out)
+        if self.prediction == "v":  # x0 = sqrt(abar) x_t - sqrt(1 - abar) v
+            return _gather(self.sqrt_alphas_cumprod, t, x_t) * x_t - _gather(self.sqrt_one_minus_alphas_cumprod, t, x_t) * out
+        return out
+
+    def training_target(self, x_start, noise, t):
+        """What the model is trained to output for x_t = q_sample(x_start, t, noise)."""
+        if self.prediction == "eps":
+            return noise
+        if self.prediction == "v":
+            return _gather(self.sqrt_alphas_cumprod, t, noise) * noise - \
+                _gather(self.sqrt_one_minus_alphas_cumprod, t, noise) * x_start
+        return x_start
+
     def _wrap_model(self, model: ModelFn) -> ModelFn:
         return model
 
@@ -146,14 +183,14 @@ class GaussianDiffusion:
         if self.model_var_type == "learned_range":
             if out.shape[1] != 2 * c:
                 raise ValueError(f"learned_range needs 2x{c} output channels, the model gave {out.shape[1]}")
-            eps, var_values = out[:, :c], out[:, c:]
+            pred, var_values = out[:, :c], out[:, c:]
             min_log = _gather(self.posterior_log_variance_clipped, t, x)
             max_log = _gather(np.log(self.betas), t, x)
             frac = (var_values + 1) / 2
             log_variance = frac * max_log + (1 - frac) * min_log
             variance = torch.exp(log_variance)
         else:
-            eps = out[:, :c]
+            pred = out[:, :c]
             if self.model_var_type == "fixed_large":
                 # IDDPM: beta_t, with the posterior variance at t=0 for a better decoder likelihood.
                 var_arr = np.append(self.posterior_variance[1], self.betas[1:])
@@ -161,12 +198,11 @@ class GaussianDiffusion:
             else:
                 variance = _gather(self.posterior_variance, t, x)
                 log_variance = _gather(self.posterior_log_variance_clipped, t, x)
-        pred_xstart = self._predict_xstart_from_eps(x, t, eps)
+        pred_xstart = self._predict_xstart(x, t, pred)
         if clip_denoised:
             pred_xstart = pred_xstart.clamp(-1, 1)
         mean, _, _ = self.q_posterior_mean_variance(pred_xstart, x, t)
-        return {"mean": mean, "variance": variance, "log_variance": log_variance,
-                "pred_xstart": pred_xstart, "eps": eps}
+        return {"mean": mean, "variance": variance, "log_variance": log_variance, "pred_xstart": pred_xstart}
 
     def p_sample(self, model, x, t, clip_denoised=False, model_kwargs=None, noise=None):
         """One ancestral step x_t -> x_{t-1} (no noise added at t=0)."""
@@ -248,14 +284,14 @@ class GaussianDiffusion:
         out = self._wrap_model(model)(x_t, t, **model_kwargs)
         c = x_start.shape[1]
         if self.model_var_type == "learned_range":
-            eps_pred, var_values = out[:, :c], out[:, c:]
-            # The VB term trains only the variance: the mean is taken from the detached eps.
-            frozen = torch.cat([eps_pred.detach(), var_values], dim=1)
+            pred, var_values = out[:, :c], out[:, c:]
+            # The VB term trains only the variance: the mean is taken from the detached prediction.
+            frozen = torch.cat([pred.detach(), var_values], dim=1)
             terms["vb"] = self._vb_terms_bpd(lambda *a, **k: frozen, x_start, x_t, t, False)["output"]
             if self.loss_type == "rescaled_mse":
                 terms["vb"] = terms["vb"] * self.num_timesteps / 1000.0
         else:
-            eps_pred = out[:, :c]
-        terms["mse"] = mean_flat((noise - eps_pred) ** 2)
+            pred = out[:, :c]
+        terms["mse"] = mean_flat((self.training_target(x_start, noise, t) - pred) ** 2)
         terms["loss"] = terms["mse"] + terms["vb"] if "vb" in terms else terms["mse"]
         return terms

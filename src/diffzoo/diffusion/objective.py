@@ -32,16 +32,19 @@ class Objective(Protocol):
 
 class DDPMObjective:
     """Gaussian diffusion: uniform integer t in [0, 1000) for training; `sampling_steps` respaced
-    steps ("250" as in the papers, or "ddimN" with method "ddim") for sampling."""
+    steps ("250" as in the papers, or "ddimN" with method "ddim") for sampling. `prediction` (eps as
+    the papers, v or x0) and `noise_schedule` (linear as the papers, or cosine) are the options for
+    small-scale runs (see GaussianDiffusion)."""
 
     name = "ddpm"
 
     def __init__(self, learn_sigma: bool = True, diffusion_steps: int = 1000, noise_schedule: str = "linear",
-                 sampling_steps: str | int = "250", sampler: str = "ddpm", clip_denoised: bool = False):
-        self.train_diffusion = create_diffusion("", noise_schedule=noise_schedule, learn_sigma=learn_sigma,
-                                                diffusion_steps=diffusion_steps)
-        self.sample_diffusion = create_diffusion(str(sampling_steps), noise_schedule=noise_schedule,
-                                                 learn_sigma=learn_sigma, diffusion_steps=diffusion_steps)
+                 sampling_steps: str | int = "250", sampler: str = "ddpm", clip_denoised: bool = False,
+                 prediction: str = "eps"):
+        settings = dict(noise_schedule=noise_schedule, learn_sigma=learn_sigma, diffusion_steps=diffusion_steps,
+                        prediction=prediction)
+        self.train_diffusion = create_diffusion("", **settings)
+        self.sample_diffusion = create_diffusion(str(sampling_steps), **settings)
         if sampler not in ("ddpm", "ddim"):
             raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
         self.sampler = sampler

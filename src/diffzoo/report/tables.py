@@ -1,7 +1,7 @@
 """`diffzoo report`: the papers' tables with our rows beside the published ones, and the plots.
 
-A table is named in params.yaml `report.tables`: "default" holds our experiments only; a paper's
-name (see TABLES) adds that paper's published rows from papers.yaml. Every row names the feature
+A table is named in params.yaml `report.tables`: "default" (and "digits_scaling") hold our
+experiments only; a paper's name (see TABLES) adds that paper's published rows from papers.yaml. Every row names the feature
 extractor its metrics came from: published rows are the ADM suite's Inception; ours are whatever
 evaluate.feature_extractor was. Numbers from different extractors are never comparable, so the
 column is always there and the FID-vs-Gflops plot draws each extractor as its own series.
@@ -20,7 +20,7 @@ from ..utils import atomic_path
 from .published import load_papers
 
 COLUMNS = ["source", "experiment", "model", "setting", "features", "fid", "sfid", "is", "precision", "recall",
-           "class_acc", "params", "gflops", "train_images", "gpu_hours"]
+           "class_acc", "judge_acc", "params", "gflops", "train_images", "gpu_hours"]
 ADM = "inception (ADM suite)"
 
 
@@ -38,7 +38,7 @@ def published_rows(table: str) -> list[dict]:
     """The published rows of one paper table (papers.yaml, with its source named in each row)."""
     P = load_papers()
     dit, moe = P["dit"], P["dit_moe"]
-    if table == "default":
+    if table in OURS_ONLY:
         return []
     if table == "dit_table4":
         return [{"source": "DiT Table 4", "experiment": "", "model": f"DiT-{cfg}", "setting": "400K steps, no guidance",
@@ -67,14 +67,44 @@ def published_rows(table: str) -> list[dict]:
     raise KeyError(f"unknown table {table!r}; known: {', '.join(TABLES)}")
 
 
-TABLES = ["default", "dit_table4", "dit_imagenet256", "dit_imagenet512", "diffussm_imagenet256",
+OURS_ONLY = ("default", "digits_scaling")  # tables of our rows alone (the embedded data's presets)
+TABLES = ["default", "digits_scaling", "dit_table4", "dit_imagenet256", "dit_imagenet512", "diffussm_imagenet256",
           "dis_imagenet256", "dit_moe_imagenet256"]
+
+
+def _metric_columns(metrics: dict) -> dict:
+    return {"features": metrics["feature_extractor"]["name"], "fid": metrics.get("fid"), "sfid": metrics.get("sfid"),
+            "is": metrics.get("inception_score"), "precision": metrics.get("precision"),
+            "recall": metrics.get("recall"), "class_acc": metrics.get("class_accuracy"),
+            "judge_acc": metrics.get("judge_accuracy")}
+
+
+def objective_label(exp: dict) -> str:
+    """"ddpm", or with the small-scale options named: "ddpm (v-prediction, cosine)"."""
+    t = exp["train"]
+    options = [f"{t['prediction']}-prediction" if t["prediction"] not in (None, "eps") else None,
+               t["noise_schedule"] if t["noise_schedule"] not in (None, "linear") else None]
+    options = [o for o in options if o and exp["objective"] == "ddpm"]
+    return exp["objective"] + (f" ({', '.join(options)})" if options else "")
+
+
+def real_row(params: dict) -> dict | None:
+    """The floor: held-out real images evaluated as a sample file (the classifier's reference only)."""
+    from ..evaluate.stage import REAL
+    from ..params import paths
+
+    path = paths(params)["reference"] / REAL
+    if not path.is_file():
+        return None
+    m = json.loads(path.read_text())
+    return {"source": "diffzoo", "experiment": "real data", "model": "-",
+            "setting": f"{m['samples']['num_images']} held-out real images", **_metric_columns(m)}
 
 
 def our_rows(params: dict) -> list[dict]:
     from ..params import experiment, paths, run_ids
 
-    rows = []
+    rows = [r for r in [real_row(params)] if r]
     for exp_id in run_ids(params):  # experiments, then samplings (their experiment's training)
         exp, p = experiment(params, exp_id), paths(params, exp_id)
         for key, stage in (("metrics", "evaluate"), ("train_metrics", "train")):
@@ -84,15 +114,12 @@ def our_rows(params: dict) -> list[dict]:
         train = json.loads(p["train_metrics"].read_text())
         s = exp["sample"]
         sampler = "Euler" if exp["objective"] == "rectified_flow" else s["sampler"].upper()
-        setting = f"{exp['objective']}, {train['steps']} steps, {s['num_samples']} samples, " \
+        setting = f"{objective_label(exp)}, {train['steps']} steps, {s['num_samples']} samples, " \
                   f"{s['sampling_steps'].removeprefix('ddim')} {sampler} steps" + \
                   (f", cfg {s['cfg_scale']} ({s['guidance']})" if s["cfg_scale"] > 1 else "")
         rows.append({"source": "diffzoo", "experiment": exp_id, "model": exp["model"], "setting": setting,
-                     "features": metrics["feature_extractor"]["name"],
-                     "fid": metrics.get("fid"), "sfid": metrics.get("sfid"), "is": metrics.get("inception_score"),
-                     "precision": metrics.get("precision"), "recall": metrics.get("recall"),
-                     "class_acc": metrics.get("class_accuracy"),
-                     "params": train["params"], "gflops": train["gflops"], "train_images": train["images_seen"],
+                     "objective": objective_label(exp),
+                     **_metric_columns(metrics), "params": train["params"], "gflops": train["gflops"], "train_images": train["images_seen"],
                      "gpu_hours": train["gpu_hours"]})
     return rows
 
@@ -103,7 +130,7 @@ def _fmt(value, col: str) -> str:
     if col in ("params", "train_images"):
         v = float(value)
         return f"{v / 1e9:.2f}B" if v >= 1e9 else f"{v / 1e6:.1f}M" if v >= 1e6 else f"{v / 1e3:.1f}K"
-    if col in ("precision", "recall", "class_acc"):
+    if col in ("precision", "recall", "class_acc", "judge_acc"):
         return f"{value:.3f}"
     if isinstance(value, float):
         return f"{value:.2f}" if col != "gflops" or value >= 0.1 else f"{value:.4f}"
@@ -127,25 +154,54 @@ def render(rows: list[dict]) -> dict[str, str]:
     return {"md": md, "csv": buf.getvalue(), "tex": tex}
 
 
+def _family(model: str) -> str:
+    from ..models import model_family
+    try:
+        return model_family(model)
+    except KeyError:
+        return model.split("-")[0]
+
+
 def plot_fid_vs_gflops(rows: list[dict], path: Path) -> None:
+    """DiT's scaling figure: FID against forward Gflops, one line per backbone family and objective
+    (and per source and feature extractor: numbers of different extractors are never on one line)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    series: dict[str, list] = {}
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    series: dict[tuple, list] = {}
     for r in rows:
         if r.get("fid") is not None and r.get("gflops"):
-            series.setdefault(f"{r['source']} [{r['features']}]", []).append(r)
-    for label, rs in series.items():
-        ax.scatter([r["gflops"] for r in rs], [r["fid"] for r in rs], label=label)
+            series.setdefault((_family(r["model"]), r.get("objective", ""), r["source"], r["features"]), []).append(r)
+    families = sorted({key[0] for key in series})
+    colors = dict(zip(families, plt.get_cmap("tab10").colors))
+    objectives = sorted({key[1] for key in series})
+    styles = dict(zip(objectives, ["-", ":", "-.", (0, (5, 1))]))
+    for (family, objective, source, features), rs in sorted(series.items()):
+        rs = sorted(rs, key=lambda r: r["gflops"])
+        ours = source == "diffzoo"
+        what = f"{family}, {objective}" if objective else family
+        ax.plot([r["gflops"] for r in rs], [r["fid"] for r in rs], marker="o" if ours else "s",
+                linestyle=styles.get(objective, "-") if ours else "--", color=colors[family],
+                label=f"{what} ({source}; {features})")
         for r in rs:
-            ax.annotate(r["experiment"] or r["model"], (r["gflops"], r["fid"]), fontsize=6)
+            ax.annotate(r["experiment"] or r["model"], (r["gflops"], r["fid"]), fontsize=8,
+                        textcoords="offset points", xytext=(4, 4))
+    for r in rows:
+        if r.get("experiment") == "real data" and r.get("fid") is not None:
+            ax.axhline(r["fid"], color="grey", linestyle="--", linewidth=1,
+                       label=f"real data, the floor ({r['setting']}; {r['features']})")
     ax.set_xscale("log")
-    ax.set_xlabel("forward Gflops (batch 1)")
-    ax.set_ylabel("FID")
-    ax.set_title("FID against forward Gflops (one series per feature extractor)", fontsize=9)
-    ax.legend(fontsize=6)
+    ax.xaxis.set_major_locator(LogLocator(base=10))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("forward Gflops (batch 1)", fontsize=10)
+    ax.set_ylabel("FID (lower is better)", fontsize=10)
+    ax.set_title("FID against forward Gflops, one line per backbone family and objective", fontsize=11)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
@@ -153,21 +209,28 @@ def plot_fid_vs_gflops(rows: list[dict], path: Path) -> None:
 
 
 def plot_losses(params: dict, path: Path) -> None:
+    """Training loss per experiment, one panel per objective (their losses are different quantities)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from ..params import paths
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for exp_id in params["experiments"]:
-        lines = paths(params, exp_id)["train_log"].read_text().splitlines()[1:]
-        rows = [line.split("\t") for line in lines if line]
-        ax.plot([int(r[0]) for r in rows], [float(r[1]) for r in rows], label=exp_id)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_yscale("log")
-    ax.legend(fontsize=7)
+    groups: dict[str, list[str]] = {}
+    for exp_id, exp in params["experiments"].items():
+        groups.setdefault(objective_label(exp), []).append(exp_id)
+    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4), squeeze=False)
+    for ax, (label, exp_ids) in zip(axes[0], sorted(groups.items())):
+        for exp_id in exp_ids:
+            lines = paths(params, exp_id)["train_log"].read_text().splitlines()[1:]
+            rows = [line.split("\t") for line in lines if line]
+            ax.plot([int(r[0]) for r in rows], [float(r[1]) for r in rows], label=exp_id)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
@@ -188,7 +251,9 @@ def report(params: dict, out: Path = Path("results")) -> list[Path]:
             written.append(path)
     plot_fid_vs_gflops(all_rows, out / "plots" / "fid_vs_gflops.png")
     plot_losses(params, out / "plots" / "loss.png")
-    return written + [out / "plots" / "fid_vs_gflops.png", out / "plots" / "loss.png"]
+    from .figures import OVERVIEW, save_overview
+    save_overview(params, out / OVERVIEW)
+    return written + [out / "plots" / "fid_vs_gflops.png", out / "plots" / "loss.png", out / OVERVIEW]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
