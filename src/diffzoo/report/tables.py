@@ -171,9 +171,9 @@ def plot_fid_vs_gflops(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = plt.subplots(figsize=(8, 6.5))
     series: dict[tuple, list] = {}
     for r in rows:
         if r.get("fid") is not None and r.get("gflops"):
@@ -209,19 +209,19 @@ def plot_fid_vs_gflops(rows: list[dict], path: Path) -> None:
             ax.axhline(r["fid"], color="grey", linestyle="--", linewidth=1,
                        label=f"real data, the floor ({r['setting']}; {r['features']})")
             fids.append(r["fid"])
+    log_axes = [ax.xaxis] + ([ax.yaxis] if fids and max(fids) > 10 * min(fids) else [])
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(base=10))
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    if fids and max(fids) > 10 * min(fids):
+    if len(log_axes) == 2:
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(ScalarFormatter())
-        ax.yaxis.set_minor_formatter(NullFormatter())
+    for axis in log_axes:  # ticks at 1, 2, 5 x 10^k, written as plain numbers
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("forward Gflops (batch 1)", fontsize=10)
     ax.set_ylabel("FID (lower is better)", fontsize=10)
     ax.set_title("FID against forward Gflops, one line per backbone family and objective", fontsize=11)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
