@@ -44,7 +44,7 @@ def test_default_params_are_valid_and_complete():
     ("experiments.dit-s2.model", "DiT-XXL/2", r"experiments.dit-s2.model: unknown model 'DiT-XXL/2' .*registered: "),
     ("experiments.dit-s2.objective", "flow", r"experiments.dit-s2.objective = 'flow' is not allowed; allowed: 'ddpm' \| 'rectified_flow'"),
     ("experiments.dit-s2.train", {"stesp": 3}, r"unknown key experiments.dit-s2.train.stesp; allowed: steps"),
-    ("report.tables", ["dit_tabel4"], r"unknown table 'dit_tabel4'; allowed: default, dit_table4"),
+    ("report.tables", ["dit_tabel4"], r"unknown table 'dit_tabel4'; allowed: default, digits_scaling, dit_table4"),
     ("bogus", {}, r"unknown section 'bogus'; allowed: data, latents"),
     ("train.prediction", "score", r"train.prediction = 'score' is not allowed; allowed: 'eps' \| 'v' \| 'x0'"),
     ("train.noise_schedule", "sigmoid", r"train.noise_schedule = 'sigmoid' is not allowed; allowed: 'linear' \| 'cosine'"),
