@@ -73,7 +73,7 @@ def run(name: str, steps: int, seed: int = 0) -> dict:
         loss.backward()
         opt.step()
         with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
+            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                 pe.mul_(0.99).add_(pm, alpha=0.01)
     train_s = time.perf_counter() - start
 

@@ -133,7 +133,7 @@ def test_corrupt_files_reported_not_used(tmp_path, capsys):
 def test_shard_dataset(digit_shards):
     ds = ShardDataset(digit_shards)
     assert len(ds) == 1797 and ds.classes[0] == "digit_0"
-    imgs, labels = zip(*((np.asarray(x), y) for x, y in iter_shards(digit_shards)))
+    imgs, labels = zip(*((np.asarray(x), y) for x, y in iter_shards(digit_shards)), strict=True)
     x, y = ds[777]  # shard 1, row 277
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and y == int(labels[1][277])
     ref = torch.from_numpy(np.array(imgs[1][277])).permute(2, 0, 1).float() / 255

@@ -145,7 +145,7 @@ def test_ddim_and_ddpm_steps():
     i = torch.tensor([10, 0])  # respaced indices -> original timesteps 200 and 0
     step = d.ddim_sample(model, x, i, eta=0.0)["sample"]
     assert seen[-1] == [200, 0]  # the model sees original timesteps
-    for b, (idx, orig) in enumerate(zip(i.tolist(), [200, 0])):
+    for b, (idx, orig) in enumerate(zip(i.tolist(), [200, 0], strict=True)):
         ab = ABAR[orig]
         ab_prev = ABAR[kept[idx - 1]] if idx > 0 else 1.0
         x0 = (x[b] - math.sqrt(1 - ab) * eps[b, :2]) / math.sqrt(ab)

@@ -41,7 +41,7 @@ class StandIn:
 
     def __call__(self, images):
         self.calls += 1
-        return {k: torch.from_numpy(v) for k, v in zip(("pool", "logits", "spatial"), self.raw(images))}
+        return {k: torch.from_numpy(v) for k, v in zip(("pool", "logits", "spatial"), self.raw(images), strict=False)}
 
 
 @pytest.fixture()

@@ -85,7 +85,7 @@ def test_npz_streaming_reader_stored_and_compressed(tmp_path, data):
 
 def test_image_folder_reader_with_class_folders(tmp_path, data):
     images, labels = data[1][:12], data[2][:12]
-    for i, (im, lab) in enumerate(zip(images, labels)):
+    for i, (im, lab) in enumerate(zip(images, labels, strict=True)):
         (tmp_path / f"c{lab}").mkdir(exist_ok=True)
         Image.fromarray(im).save(tmp_path / f"c{lab}" / f"{i:03d}.png")
     src = open_images(tmp_path)

@@ -56,7 +56,7 @@ def test_vae_latents_are_the_posterior_of_each_image_and_its_flip(images_dir, va
     gen = torch.Generator().manual_seed(3)
     flips = torch.rand(2, generator=gen) < 0.5
     eps = torch.randn((2, 4, 8, 8), generator=gen)
-    for row, (i, f) in enumerate(zip([0, 5], flips.tolist())):
+    for row, (i, f) in enumerate(zip([0, 5], flips.tolist(), strict=True)):
         suffix = "_flip" if f else ""
         mean = torch.from_numpy(np.load(shard / f"mean{suffix}.npy")[i].astype(np.float32))
         std = torch.from_numpy(np.load(shard / f"std{suffix}.npy")[i].astype(np.float32))

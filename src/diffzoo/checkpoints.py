@@ -34,10 +34,9 @@ OFFICIAL_CHECKPOINTS = {
 def download(url: str, dest: Path, sha256: str | None = None) -> Path:
     """Fetch `url` to `dest` atomically and check its sha256 when known."""
     try:
-        with urllib.request.urlopen(url, timeout=60) as resp, atomic_path(dest) as tmp:
-            with open(tmp, "wb") as f:
-                while block := resp.read(1 << 20):
-                    f.write(block)
+        with urllib.request.urlopen(url, timeout=60) as resp, atomic_path(dest) as tmp, open(tmp, "wb") as f:
+            while block := resp.read(1 << 20):
+                f.write(block)
     except (urllib.error.URLError, OSError) as err:
         raise DiffzooError(f"could not download {url} ({err}); download it by hand and pass the file path") from None
     verify_sha256(dest, sha256)

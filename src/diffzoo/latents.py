@@ -173,7 +173,7 @@ class LatentDataset(torch.utils.data.Dataset):
 
         flips = rand((len(indices),), generator) < 0.5
         eps = randn((len(indices), *self.meta["shape"]), generator)
-        items = [self.get(int(i), bool(f), e) for i, f, e in zip(indices, flips, eps)]
+        items = [self.get(int(i), bool(f), e) for i, f, e in zip(indices, flips, eps, strict=True)]
         return torch.stack([z for z, _ in items]), torch.tensor([y for _, y in items], dtype=torch.long)
 
 

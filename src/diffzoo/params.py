@@ -286,7 +286,7 @@ def _check_samplings(raw, experiments: dict) -> dict:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model_args_error(model: str, args_json: str) -> str | None:
     """Why `create_model(model, **args)` fails, or None; built on the meta device (no memory)."""
     import json

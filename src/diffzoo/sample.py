@@ -88,9 +88,8 @@ def sample(params_path: str, exp_id: str, device: str | None = None) -> Path:
             images = to_uint8(codec.decode(z))
         if images.shape[-1] == 1:
             images = np.repeat(images, 3, axis=-1)
-        with atomic_path(parts_dir / f"part-{k:05d}.npz") as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, arr_0=images, labels=labels.numpy())
+        with atomic_path(parts_dir / f"part-{k:05d}.npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, arr_0=images, labels=labels.numpy())
         if progress:
             progress.update(1)
     if progress:
@@ -103,9 +102,8 @@ def sample(params_path: str, exp_id: str, device: str | None = None) -> Path:
         parts = [np.load(parts_dir / f"part-{k:05d}.npz") for k in range(n_parts)]
         arr = np.concatenate([q["arr_0"] for q in parts])
         labels = np.concatenate([q["labels"] for q in parts])
-        with atomic_path(p["samples"]) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, arr_0=arr, labels=labels)
+        with atomic_path(p["samples"]) as tmp, open(tmp, "wb") as f:
+            np.savez(f, arr_0=arr, labels=labels)
         save_run_grid(params, exp_id, p["samples"], p["grid"])
         remove_tree(parts_dir)
         print(f"sample: {len(arr)} images {arr.shape[1:]} -> {p['samples']}, grid {p['grid']}")

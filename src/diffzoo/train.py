@@ -238,7 +238,7 @@ def train(params_path: str, exp_id: str) -> dict:
         loss.backward()
         opt.step()
         with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
+            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                 pe.mul_(cfg["ema_decay"]).add_(pm.detach(), alpha=1 - cfg["ema_decay"])
         # Detached device tensors: no host sync per step, so the next batch loads while the GPU works.
         for k in ("loss", "mse", "vb"):
@@ -260,7 +260,7 @@ def train(params_path: str, exp_id: str) -> dict:
                 keys = sorted(mean)
                 vals = torch.tensor([mean[k] for k in keys], dtype=torch.float64, device=device)
                 dist.all_reduce(vals)
-                mean = dict(zip(keys, (vals / world).tolist()))
+                mean = dict(zip(keys, (vals / world).tolist(), strict=True))
             log_rows.append(f"{done}\t{mean['loss']:.6f}\t{mean.get('mse', float('nan')):.6f}\t"
                             f"{mean.get('vb', float('nan')):.6f}\t{mean['aux']:.6f}\t{ips:.1f}")
             if progress:

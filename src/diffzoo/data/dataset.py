@@ -129,7 +129,7 @@ class _Collector:
             self._write(*current)
 
     def _write(self, batch, reasons) -> None:
-        for (cls, name, data, where), reason in zip(batch, reasons):
+        for (cls, name, data, where), reason in zip(batch, reasons, strict=True):
             if reason is None and (name.startswith(".") or "/" in name or name in ("", "..")):
                 reason = "unusable file name"
             if reason is None and name in self.kept[cls]:
@@ -270,7 +270,7 @@ def _digits_source_file() -> Path | None:
 def _digits(train: Path, max_per_class) -> dict:
     images, labels = digits_images()
     per_class: dict[str, list[str]] = {f"digit_{c}": [] for c in range(10)}
-    for i, (img, lab) in enumerate(zip(images, labels)):
+    for i, (img, lab) in enumerate(zip(images, labels, strict=True)):
         cls = f"digit_{int(lab)}"
         if max_per_class is not None and len(per_class[cls]) >= max_per_class:
             continue

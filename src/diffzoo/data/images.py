@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -157,7 +157,7 @@ def build_images(src, out, resolution: int, shard_size: int = DEFAULT_SHARD_SIZE
                 images = np.empty((len(chunk), resolution, resolution, 3), np.uint8)
                 labels = np.empty(len(chunk), np.int64)
                 n, bad = 0, []
-                for (p, lab, _), res in zip(chunk, results):
+                for (p, lab, _), res in zip(chunk, results, strict=True):
                     if isinstance(res, str):
                         bad.append({"file": p, "reason": res})
                         print(f"images: excluded {p}: {res}", file=log)

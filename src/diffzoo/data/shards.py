@@ -10,7 +10,7 @@ import json
 import struct
 import zipfile
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from torch.utils.data import Dataset

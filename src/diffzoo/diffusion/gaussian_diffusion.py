@@ -7,7 +7,7 @@ per-timestep values are gathered and cast to the input's dtype.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -9,7 +9,8 @@ samples given a model function. `create_objective(name, **settings)` builds one 
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 

@@ -22,7 +22,7 @@ The sampler is deterministic: `generator` is accepted for the Objective interfac
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -9,7 +9,7 @@ import yaml
 PAPERS_YAML = Path(__file__).with_name("papers.yaml")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_papers() -> dict:
     with open(PAPERS_YAML) as f:
         return yaml.safe_load(f)

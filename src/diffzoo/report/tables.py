@@ -181,9 +181,9 @@ def plot_fid_vs_gflops(rows: list[dict], path: Path) -> None:
             key = (_family(r["model"]), r.get("objective", ""), r["source"], r["features"], guided)
             series.setdefault(key, []).append(r)
     families = sorted({key[0] for key in series})
-    colors = dict(zip(families, plt.get_cmap("tab10").colors))
+    colors = dict(zip(families, plt.get_cmap("tab10").colors, strict=False))
     objectives = sorted({key[1] for key in series})
-    styles = dict(zip(objectives, ["-", ":", "-.", (0, (5, 1))]))
+    styles = dict(zip(objectives, ["-", ":", "-.", (0, (5, 1))], strict=False))
     fids = [r["fid"] for rs in series.values() for r in rs]
     for (family, objective, source, features, guided), rs in sorted(series.items()):
         rs = sorted(rs, key=lambda r: r["gflops"])
@@ -240,7 +240,7 @@ def plot_losses(params: dict, path: Path) -> None:
     for exp_id, exp in params["experiments"].items():
         groups.setdefault(objective_label(exp), []).append(exp_id)
     fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4), squeeze=False)
-    for ax, (label, exp_ids) in zip(axes[0], sorted(groups.items())):
+    for ax, (label, exp_ids) in zip(axes[0], sorted(groups.items()), strict=True):
         for exp_id in exp_ids:
             lines = paths(params, exp_id)["train_log"].read_text().splitlines()[1:]
             rows = [line.split("\t") for line in lines if line]
