@@ -1,11 +1,11 @@
 # diffzoo: params.yaml -> the papers' tables. Thin: the rules live in workflow/rules, each one call of
-# the `diffzoo` CLI; which params and code each job depends on comes from src/diffzoo/params.py.
-#   snakemake --cores 2                                   # the embedded default
-#   snakemake --cores 8 --configfile configs/dit_table4.yaml   # a paper preset
+# the `diffzoo` CLI; which params and code each job depends on comes from the stage modules
+# (src/diffzoo/stages, gathered by src/diffzoo/pipeline.py); which params file: workflow/rules/common.smk.
+#   snakemake --cores 2                                        # the embedded default, params.yaml
+#   snakemake --cores 8 --configfile configs/dit_table4.yaml   # a paper preset (instead of params.yaml)
+#   snakemake --cores 2 --config 'train={steps: 100}'          # params.yaml with a value changed
 import os
 from pathlib import Path
-
-configfile: "params.yaml"
 
 localrules: all, report
 

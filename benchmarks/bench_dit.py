@@ -56,7 +56,8 @@ def bench(model_name: str, device: str, dtype: str, batch: int, steps: int, warm
     macs = model_cost(model_name, input_size=input_size)["gflops"] * 1e9
     return {"model": model_name, "device": device, "dtype": dtype, "batch": batch, "images_per_s": round(ips, 2),
             "train_tflops": round(6 * macs * ips / 1e12, 3), "threads": torch.get_num_threads(),
-            "machine": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()}
+            "machine": (torch.cuda.get_device_name(dev) if dev.type == "cuda"
+                        else platform.processor() or platform.machine())}
 
 
 def main() -> None:

@@ -242,14 +242,16 @@ def scenario_adm50k(args) -> dict:
         t0, c0 = time.perf_counter(), _cpu()
         m = evaluate(tmp / "samples.npz", tmp / "ref.npz", ext, batch_size=100, kid_subsets=100, cache_dir="")
         return {"scenario": "adm50k", "device": str(ext.device), "threads": torch.get_num_threads(),
-                "num_samples": n, "ref_images": args.ref_images, "resolution": res, "samples_file_gb": round(size_gb, 2),
+                "num_samples": n, "ref_images": args.ref_images, "resolution": res,
+                "samples_file_gb": round(size_gb, 2),
                 "samples_as_uint8_gb": round(n * res * res * 3 / 1e9, 2),
                 "samples_as_float32_gb": round(n * res * res * 3 * 4 / 1e9, 2),
                 "wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(_cpu() - c0, 1),
                 "stage_seconds": m["seconds"], "peak_rss_mb_of_setup": round(rss_setup, 1),
                 "peak_reset": reset, "rss_mb_at_evaluate_start": round(rss_start, 1),
                 "peak_rss_mb_during_evaluate": round(peak_rss_mb(), 1),
-                "metrics_of_random_images": {k: m[k] for k in ("fid", "sfid", "inception_score", "precision", "recall")}}
+                "metrics_of_random_images": {k: m[k] for k in
+                                             ("fid", "sfid", "inception_score", "precision", "recall")}}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -23,6 +23,7 @@ import os
 import platform
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +59,7 @@ def machine(dev: torch.device) -> dict:
     if dev.type == "cuda":
         name = torch.cuda.get_device_name(dev)
     else:
-        cpuinfo = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+        cpuinfo = Path("/proc/cpuinfo").read_text() if os.path.exists("/proc/cpuinfo") else ""
         name = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
                     platform.processor() or platform.machine())
     return {"threads": torch.get_num_threads(), "load_1min": round(os.getloadavg()[0], 2), "machine": name}

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from diffzoo.latents import LatentDataset
-from diffzoo.train import drop_labels, global_batch_indices, step_generators
+from diffzoo.training import drop_labels, global_batch_indices, step_generators
 from diffzoo.utils import write_json
 
 

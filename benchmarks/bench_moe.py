@@ -68,11 +68,11 @@ def main() -> None:
         active = sum(p.numel() for p in layer.parameters()) - unused
         xg = x.clone().requires_grad_()
 
-        def fwd():
+        def fwd(layer=layer):
             with torch.no_grad():
                 layer(x)
 
-        def fwd_bwd():
+        def fwd_bwd(layer=layer, xg=xg):
             layer(xg).sum().backward()
 
         t_f, t_fb = timed(fwd, device, args.repeats), timed(fwd_bwd, device, args.repeats)

@@ -32,8 +32,8 @@ from bench_latents import load_codec, machine
 from diffzoo.diffusion.gaussian_diffusion import randint, randn
 from diffzoo.latents import to_uint8
 from diffzoo.models import create_model
-from diffzoo.sample import sample_generators
-from diffzoo.train import build_objective
+from diffzoo.diffusion.objective import build_objective
+from diffzoo.sampling import sample_generators
 
 
 def timed(fn, dev: torch.device) -> tuple[float, object]:
@@ -69,9 +69,8 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not args.no_tf32
     model = create_model(args.model, input_size=args.input_size).to(dev).eval()
     shape = (model.in_channels, args.input_size, args.input_size)
-    sample_cfg = {"sampling_steps": str(args.steps), "sampler": "ddpm"}
-    objective = build_objective("ddpm", model.learn_sigma, sample_cfg)
-    warm_objective = build_objective("ddpm", model.learn_sigma, {**sample_cfg, "sampling_steps": "2"})
+    objective = build_objective("ddpm", model.learn_sigma, str(args.steps), "ddpm")
+    warm_objective = build_objective("ddpm", model.learn_sigma, "2", "ddpm")
     model_fn = model.guided(args.cfg_scale, args.guidance)
     codec = load_codec(args.vae, args.device, args.vae_dtype) if args.vae else None
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")

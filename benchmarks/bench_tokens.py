@@ -4,7 +4,7 @@ Every model runs on unpatchified latents (patch size 1), so tokens = input_size*
 one step = forward, MSE loss, backward, AdamW step, at batch size --batch. Also times our parallel
 selective scan against the sequential loop of selective_scan_ref (forward + backward, 1024 tokens).
 
-    .venv/bin/python benchmarks/bench_tokens.py            # CPU (1 intra-op thread), writes RESULTS_tokens.md + tokens.png
+    .venv/bin/python benchmarks/bench_tokens.py        # CPU (1 intra-op thread): RESULTS_tokens.md + tokens.png
     .venv/bin/python benchmarks/bench_tokens.py --device cuda   # GPU; DiS uses mamba-ssm's kernels if they import
 
 On CPU the SSM backbones run our PyTorch scan / FFT convolution; their cost grows linearly in the
@@ -111,7 +111,8 @@ def write_markdown(path: Path, meta: dict, rows: list, speed: dict) -> None:
         growth = (f"{table[(family, 4096)] / table[(family, 1024)]:.1f}x"
                   if (family, 4096) in table and (family, 1024) in table else "")
         lines.append(f"| {family} | " + " | ".join(cells) + f" | {growth} |")
-    lines += ["", "Linear cost would grow 4x per 4x tokens, quadratic 16x. Best of --repeats steps after a warm-up; on a "
+    lines += ["", "Linear cost would grow 4x per 4x tokens, quadratic 16x. Best of --repeats steps after a "
+              "warm-up; on a "
               "shared CPU the absolute numbers move by tens of percent between runs, the growth factors much less. "
               "On CPU the SSMs pay for materialising (batch, 2*width, chunk, d_state) scan states in PyTorch; "
               "mamba-ssm's CUDA kernel keeps them on-chip.", "",

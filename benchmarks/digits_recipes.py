@@ -26,7 +26,7 @@ from sklearn.datasets import load_digits
 from diffzoo.diffusion.objective import create_objective
 from diffzoo.evaluate.judge import judge_accuracy
 from diffzoo.models import create_model
-from diffzoo.train import drop_labels, loop_label_dropout, step_generators
+from diffzoo.training import drop_labels, loop_label_dropout, step_generators
 
 RECIPES = {  # name -> (objective, settings)
     "eps": ("ddpm", {"prediction": "eps"}),                       # the papers' recipe

@@ -9,7 +9,7 @@ import torch
 from diffzoo.diffusion.gaussian_diffusion import rand
 from diffzoo.diffusion.objective import create_objective
 from diffzoo.models import create_model
-from diffzoo.train import drop_labels, loop_label_dropout, step_generators
+from diffzoo.training import drop_labels, loop_label_dropout, step_generators
 
 TINY = {"DiT-S/2": {"num_heads": 2}, "DiS-S/2": {"d_state": 4, "expand": 1, "drop_path_rate": 0.0},
         "DiffuSSM-S": {}, "DiT-MoE-S/2-8E2A": {"num_heads": 2}}

@@ -16,12 +16,7 @@ def _tree_digest(root):
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def main(argv):
-    """The CLI with the data subcommands registered (as cli.COMMANDS will list them)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(cli.COMMANDS, "dataset", ("diffzoo.data.dataset", "canonical image data set"))
-        mp.setitem(cli.COMMANDS, "images", ("diffzoo.data.images", "ADM-cropped shards"))
-        return cli.main(argv)
+main = cli.main
 
 
 @pytest.fixture(scope="module")

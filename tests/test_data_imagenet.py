@@ -77,10 +77,7 @@ def sources(tmp_path_factory):
     return base, files
 
 
-def cli_main(argv):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(cli.COMMANDS, "dataset", ("diffzoo.data.dataset", "canonical image data set"))
-        return cli.main(argv)
+cli_main = cli.main
 
 
 def test_tar_and_folder_identical(sources, tmp_path):

@@ -17,11 +17,7 @@ from diffzoo.data.images import build_images
 from diffzoo.data.shards import ShardDataset, iter_batches, iter_shards, load_index, open_shard
 
 
-def main(argv):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(cli.COMMANDS, "dataset", ("diffzoo.data.dataset", "canonical image data set"))
-        mp.setitem(cli.COMMANDS, "images", ("diffzoo.data.images", "ADM-cropped shards"))
-        return cli.main(argv)
+main = cli.main
 
 
 def _digest(directory):

@@ -61,7 +61,8 @@ def test_posterior_terms():
     assert d.posterior_log_variance_clipped[0] == pytest.approx(math.log(var[0]), rel=1e-12)
     # mu~ = sqrt(abar_{t-1}) beta_t / (1-abar_t) x0 + sqrt(alpha_t)(1-abar_{t-1}) / (1-abar_t) xt
     np.testing.assert_allclose(d.posterior_mean_coef1[1:], np.sqrt(ABAR[t - 1]) * BETAS[t] / (1 - ABAR[t]), rtol=1e-10)
-    np.testing.assert_allclose(d.posterior_mean_coef2[1:], np.sqrt(1 - BETAS[t]) * (1 - ABAR[t - 1]) / (1 - ABAR[t]), rtol=1e-10)
+    np.testing.assert_allclose(d.posterior_mean_coef2[1:], np.sqrt(1 - BETAS[t]) * (1 - ABAR[t - 1]) / (1 - ABAR[t]),
+                               rtol=1e-10)
     x0 = torch.randn(2, 3, 4, 4, dtype=torch.float64)
     xt = torch.randn_like(x0)
     tt = torch.tensor([7, 700])
@@ -70,7 +71,8 @@ def test_posterior_terms():
         c1 = math.sqrt(ABAR[ti - 1]) * BETAS[ti] / (1 - ABAR[ti])
         c2 = math.sqrt(1 - BETAS[ti]) * (1 - ABAR[ti - 1]) / (1 - ABAR[ti])
         assert torch.allclose(mean[b], c1 * x0[b] + c2 * xt[b], atol=ATOL)
-        assert torch.allclose(variance[b], torch.full_like(variance[b], BETAS[ti] * (1 - ABAR[ti - 1]) / (1 - ABAR[ti])))
+        expected = BETAS[ti] * (1 - ABAR[ti - 1]) / (1 - ABAR[ti])
+        assert torch.allclose(variance[b], torch.full_like(variance[b], expected))
 
 
 def _normal_cdf_adm(x):
@@ -115,7 +117,8 @@ def test_training_loss_terms_hybrid():
             true_mean = c1 * x0[b].numpy() + c2 * xt
             true_logvar = math.log(post_var)
             # KL(N1 || N2) = log(s2/s1) + (s1^2 + (m1-m2)^2) / (2 s2^2) - 1/2
-            kl = 0.5 * (logvar - true_logvar) + (np.exp(true_logvar) + (true_mean - mean_pred) ** 2) / (2 * np.exp(logvar)) - 0.5
+            kl = (0.5 * (logvar - true_logvar)
+                  + (np.exp(true_logvar) + (true_mean - mean_pred) ** 2) / (2 * np.exp(logvar)) - 0.5)
             expected_vb = np.mean(kl) / math.log(2)
         assert terms["vb"][b].item() == pytest.approx(expected_vb, abs=ATOL)
         assert terms["loss"][b].item() == pytest.approx(terms["mse"][b].item() + expected_vb, abs=ATOL)

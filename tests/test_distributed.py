@@ -110,7 +110,7 @@ def test_moe_sharded_equals_replicated(prepared, tmp_path):
 
 
 def test_launch_over_one_node_and_over_a_slurm_allocation():
-    from diffzoo.train import launch_command
+    from diffzoo.runtime import launch_command
 
     argv = ["train", "--params", "p.yaml", "--experiment", "a"]
     assert launch_command(argv, {}, gpus=1) is None
@@ -120,7 +120,8 @@ def test_launch_over_one_node_and_over_a_slurm_allocation():
     env = {"SLURM_JOB_NUM_NODES": "4", "SLURM_JOB_NODELIST": "gpu[07-10]", "SLURM_JOB_ID": "123"}
     many = launch_command(argv, env, gpus=8, hostnames=lambda nodelist: [f"gpu{i:02d}" for i in range(7, 11)])
     assert many[:3] == ["srun", "--nodes=4", "--ntasks-per-node=1"]
-    for flag in ("--nnodes=4", "--nproc_per_node=8", "--rdzv_backend=c10d", "--rdzv_endpoint=gpu07:29500", "--rdzv_id=123"):
+    for flag in ("--nnodes=4", "--nproc_per_node=8", "--rdzv_backend=c10d", "--rdzv_endpoint=gpu07:29500",
+                 "--rdzv_id=123"):
         assert flag in many
     assert many[-len(argv):] == argv
     # Inside an srun step (one task per node already): this task becomes its node's torchrun, no srun.

@@ -184,11 +184,12 @@ def reference_forward(sd, x, t, y, depth, heads, p):
         qkv = lin(a, b + "attn.qkv")
         q, k, v = qkv[..., :d], qkv[..., d:2 * d], qkv[..., 2 * d:]
         hd = d // heads
-        split = lambda z: z.reshape(n, -1, heads, hd).transpose(1, 2)  # noqa: E731
+        split = lambda z, hd=hd: z.reshape(n, -1, heads, hd).transpose(1, 2)  # noqa: E731
         att = torch.softmax(split(q) @ split(k).transpose(-1, -2) / math.sqrt(hd), -1) @ split(v)
         tok = tok + g1 * lin(att.transpose(1, 2).reshape(n, -1, d), b + "attn.proj")
         m = ln(tok) * (1 + sc2) + sh2
-        gelu = 0.5 * lin(m, b + "mlp.fc1") * (1 + torch.tanh(math.sqrt(2 / math.pi) * (lin(m, b + "mlp.fc1") + 0.044715 * lin(m, b + "mlp.fc1") ** 3)))
+        h = lin(m, b + "mlp.fc1")
+        gelu = 0.5 * h * (1 + torch.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h**3)))
         tok = tok + g2 * lin(gelu, b + "mlp.fc2")
     mod = lin(silu(cond), "final_layer.adaLN_modulation.1")
     shift, scale = mod[:, None, :d], mod[:, None, d:]

@@ -7,7 +7,6 @@ the data manifold: precision 1 is right for it, and recall (coverage) is what mu
 
 The second test is the reason for the classifier's noise augmentation: without it, the same noise
 images are rated as covering a third of the data."""
-import copy
 import json
 import shutil
 import subprocess
@@ -21,7 +20,8 @@ from diffzoo.data.shards import iter_shards
 from diffzoo.evaluate.evaluator import evaluate
 from diffzoo.evaluate.features import load_extractor
 from diffzoo.evaluate.images import ArrayImages
-from diffzoo.evaluate.stage import CLASSIFIER, REAL, REFERENCE, build_reference
+from diffzoo.evaluate.reference import CLASSIFIER, REAL, REFERENCE
+from diffzoo.stages.reference import build_reference
 from diffzoo.params import paths, validate
 
 from conftest import ROOT
@@ -52,7 +52,8 @@ def bad_sets(images: np.ndarray) -> dict[str, np.ndarray]:
     return {
         "gaussian noise": np.clip(127.5 * rng.standard_normal((N, side, side, 1)) + 128, 0, 255)
                             .astype(np.uint8).repeat(3, -1),
-        "shuffled pixels": np.stack([im.reshape(-1, 3)[rng.permutation(side * side)].reshape(im.shape) for im in picks]),
+        "shuffled pixels": np.stack([im.reshape(-1, 3)[rng.permutation(side * side)].reshape(im.shape)
+                                     for im in picks]),
         "one digit repeated": np.repeat(images[1:2], N, 0),
     }
 
@@ -97,8 +98,7 @@ def test_mild_noise_on_real_digits_still_raises_fid(project):
 
 def test_without_noise_augmentation_noise_is_rated_as_covering_the_data(project, tmp_path, monkeypatch):
     params, images = _images(project)
-    params = copy.deepcopy(params)
-    params["classifier"]["noise_aug"] = 0.0
+    params = params.model_copy(update={"classifier": params.classifier.model_copy(update={"noise_aug": 0.0})})
     shutil.copytree(project, tmp_path / "p")
     monkeypatch.chdir(tmp_path / "p")
     ref_dir = tmp_path / "p" / build_reference(params)

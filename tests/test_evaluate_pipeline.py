@@ -10,7 +10,8 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from diffzoo.cli import main
-from diffzoo.evaluate import classifier_command, reference_command
+from diffzoo.stages import reference_stats as reference_command
+from diffzoo.stages import train_classifier as classifier_command
 from diffzoo.evaluate.classifier import ClassifierExtractor, train_classifier
 from diffzoo.evaluate.images import ArrayImages, NpzImages, open_images
 from diffzoo.evaluate.metrics import frechet_distance, precision_recall
@@ -53,7 +54,7 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("cls") / "classifier.safetensors"
-    assert _run(classifier_command, [str(data[0]), "--out", str(out), "--epochs", "8"]) == 0
+    assert _run(classifier_command, [str(data[0]), "--out", str(out), "--epochs", "8", "--noise-aug", "0"]) == 0
     return out
 
 

@@ -44,7 +44,8 @@ def test_vae_latents_are_the_posterior_of_each_image_and_its_flip(images_dir, va
         dist = vae.encode(x).latent_dist
         dist_flip = vae.encode(x.flip(3)).latent_dist
     shard = tmp_path / "lat" / meta["shards"][0]
-    for key, ref in [("mean", dist.mean), ("std", dist.std), ("mean_flip", dist_flip.mean), ("std_flip", dist_flip.std)]:
+    views = [("mean", dist.mean), ("std", dist.std), ("mean_flip", dist_flip.mean), ("std_flip", dist_flip.std)]
+    for key, ref in views:
         stored = torch.from_numpy(np.load(shard / f"{key}.npy").astype(np.float32))
         assert torch.allclose(stored, ref, rtol=2e-3, atol=2e-3), key  # stored as float16
     assert np.array_equal(np.load(shard / "labels.npy"), labels)
@@ -81,7 +82,8 @@ def test_identity_latents_are_the_images_in_minus_one_to_one(images_dir, tmp_pat
 
 def test_missing_vae_weights_give_one_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(DiffzooError, match=r"cannot load the VAE 'stabilityai/sd-vae-ft-ema'.*huggingface-cli download"):
+    message = r"cannot load the VAE 'stabilityai/sd-vae-ft-ema'.*huggingface-cli download"
+    with pytest.raises(DiffzooError, match=message):
         make_codec("stabilityai/sd-vae-ft-ema", 0.18215)
 
 

@@ -1,5 +1,6 @@
 """params.yaml validation: bad input gives one line naming the key and the allowed values."""
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,7 @@ import yaml
 from diffzoo import pipeline
 from diffzoo.cli import main
 from diffzoo.errors import DiffzooError
-from diffzoo.params import SCHEMA, load_params, validate
+from diffzoo.params import SECTIONS, json_schema, load_params, paths, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -26,35 +27,66 @@ def with_change(path: str, value):
 
 def test_default_params_are_valid_and_complete():
     params = validate(copy.deepcopy(DEFAULT))
-    for section, spec in SCHEMA.items():
+    for section, model in SECTIONS.items():
         # The default file writes every key out, so it documents every setting.
-        assert set(DEFAULT[section]) == set(spec), section
-    assert params["experiments"]
+        assert set(DEFAULT[section]) == set(model.model_fields), section
+    assert params.experiments
 
 
-@pytest.mark.parametrize("path,value,message", [
+BAD_VALUES = [
     ("train.stpes", 5, r"unknown key train.stpes; allowed: steps, global_batch_size"),
     ("data.source", "imagenet", r"data.source = 'imagenet' is not allowed; allowed: 'digits' \| 'imagenet-tar'"),
     ("train.lr", "1e-4", r"train.lr = '1e-4' is a string, not a number; write floats .* \(1.0e-4\)"),
     ("train.steps", 1.5, r"train.steps must be an integer, got 1.5"),
+    ("train.steps", -5, r"train.steps = -5 must be >= 1"),
+    ("train.steps", 0, r"train.steps = 0 must be >= 1"),
+    ("train.global_batch_size", 0, r"train.global_batch_size = 0 must be >= 1"),
+    ("train.lr", -1.0, r"train.lr = -1.0 must be > 0"),
+    ("train.ema_decay", 1.5, r"train.ema_decay = 1.5 must be < 1"),
+    ("train.ema_decay", 1.0, r"train.ema_decay = 1.0 must be < 1"),
+    ("train.ckpt_every", 0, r"train.ckpt_every = 0 must be >= 1"),
+    ("train.log_every", 0, r"train.log_every = 0 must be >= 1"),
+    ("train.seed", -1, r"train.seed = -1 must be >= 0"),
+    ("train.compile", "yes", r"train.compile must be true/false, got 'yes'"),
+    ("sample.num_samples", 0, r"sample.num_samples = 0 must be >= 1"),
+    ("sample.batch_size", 0, r"sample.batch_size = 0 must be >= 1"),
+    ("sample.grid", 0, r"sample.grid = 0 must be >= 1"),
+    ("sample.cfg_scale", 0.5, r"sample.cfg_scale = 0.5 must be >= 1"),
+    ("latents.batch_size", 0, r"latents.batch_size = 0 must be >= 1"),
+    ("evaluate.batch_size", 0, r"evaluate.batch_size = 0 must be >= 1"),
+    ("data.max_per_class", 0, r"data.max_per_class = 0 must be >= 1"),
+    ("data.name", "/some/dir", r"data.name = '/some/dir' must be a name of letters, digits"),
+    ("data.name", "x\n", r"data.name = 'x\\n' must be a name"),
+    ("data.path", "/x.tar", r"data.path = '/x.tar': the digits source is embedded"),
     ("sample.guidance", "three", r"allowed: 'legacy3' \| 'all'"),
     ("sample.sampling_steps", "1", r"experiments.dit-s2.sample.sampling_steps = '1' gives 1 step; .* at least 2"),
     ("sample.sampling_steps", "fifty", r"experiments.dit-s2.sample.sampling_steps = 'fifty': .*'ddim25'"),
-    ("experiments.dit-s2-rf.sample", {"sampling_steps": "ddim25"}, r"experiments.dit-s2-rf.sample.sampling_steps = 'ddim25': rectified flow takes a number of Euler steps"),
+    ("experiments.dit-s2-rf.sample", {"sampling_steps": "ddim25"},
+     r"experiments.dit-s2-rf.sample.sampling_steps = 'ddim25': rectified flow takes a number of Euler steps"),
     ("experiments.dit-s2.model", "DiT-XXL/2", r"experiments.dit-s2.model: unknown model 'DiT-XXL/2' .*registered: "),
-    ("experiments.dit-s2.objective", "flow", r"experiments.dit-s2.objective = 'flow' is not allowed; allowed: 'ddpm' \| 'rectified_flow'"),
+    ("experiments.dit-s2.objective", "flow",
+     r"experiments.dit-s2.objective = 'flow' is not allowed; allowed: 'ddpm' \| 'rectified_flow'"),
     ("experiments.dit-s2.train", {"stesp": 3}, r"unknown key experiments.dit-s2.train.stesp; allowed: steps"),
-    ("report.tables", ["dit_tabel4"], r"unknown table 'dit_tabel4'; allowed: default, digits_scaling, dit_table4"),
+    ("experiments.dit-s2.train", {"lr": -3.0}, r"experiments.dit-s2.train.lr = -3.0 must be > 0"),
+    ("experiments.dit-s2.model_args", {"hidden_size": 64, "depth": 4, "num_heads": 4, "patch_size": 3},
+     r"experiments.dit-s2.model_args do not build DiT-S/2 for 1x8x8 inputs: input_size 8 is not divisible by "
+     r"patch_size 3"),
+    ("report.tables", ["dit_tabel4"],
+     r"report.tables has unknown entry 'dit_tabel4'; allowed: default, digits_scaling"),
     ("bogus", {}, r"unknown section 'bogus'; allowed: data, latents"),
     ("train.prediction", "score", r"train.prediction = 'score' is not allowed; allowed: 'eps' \| 'v' \| 'x0'"),
-    ("train.noise_schedule", "sigmoid", r"train.noise_schedule = 'sigmoid' is not allowed; allowed: 'linear' \| 'cosine'"),
+    ("train.noise_schedule", "sigmoid",
+     r"train.noise_schedule = 'sigmoid' is not allowed; allowed: 'linear' \| 'cosine'"),
     ("experiments.dit-s2-rf.train", {"prediction": "eps"},
      r"experiments.dit-s2-rf: train.prediction = 'eps'; rectified_flow predicts the velocity: allowed v or null"),
     ("experiments.dit-s2-rf.train", {"noise_schedule": "cosine"},
      r"experiments.dit-s2-rf: train.noise_schedule = 'cosine' is a setting of objective ddpm; .* allowed null"),
     ("latents.vae", "stabilityai/sd-vae-ft-ema", r"latents.grayscale = true needs latents.vae = 'identity'"),
     ("evaluate.reference", "ref.npz", r"evaluate.reference .* needs evaluate.feature_extractor = 'inception'"),
-])
+]
+
+
+@pytest.mark.parametrize("path,value,message", BAD_VALUES)
 def test_bad_values_name_the_key_and_the_allowed_values(path, value, message):
     with pytest.raises(DiffzooError, match=message):
         validate(with_change(path, value))
@@ -70,9 +102,42 @@ def test_experiment_must_write_every_tracked_key():
 def test_experiment_overrides_merge_over_defaults():
     raw = with_change("experiments.dit-s2.train", {"steps": 7})
     params = validate(raw)
-    assert params["experiments"]["dit-s2"]["train"]["steps"] == 7
-    assert params["experiments"]["dit-s2"]["train"]["lr"] == DEFAULT["train"]["lr"]
-    assert params["experiments"]["dit-s4"]["train"]["steps"] == DEFAULT["train"]["steps"]
+    assert params.run("dit-s2").train.steps == 7
+    assert params.run("dit-s2").train.lr == DEFAULT["train"]["lr"]
+    assert params.run("dit-s4").train.steps == DEFAULT["train"]["steps"]
+
+
+def test_sections_left_out_take_the_papers_base_recipe():
+    """A preset states only what differs: the typed defaults are DiT's ImageNet-256 recipe."""
+    raw = {"data": {"path": "/data/ILSVRC2012_img_train.tar"}, "experiments": {
+        "xl2": {"model": "DiT-XL/2", "model_args": {}, "objective": "ddpm", "train": {}, "sample": {}}}}
+    params = validate(raw)
+    t, smp = params.run("xl2").train, params.run("xl2").sample
+    assert (t.lr, t.weight_decay, t.global_batch_size, t.ema_decay) == (1.0e-4, 0.0, 256, 0.9999)
+    assert (smp.num_samples, smp.sampling_steps, smp.sampler, smp.cfg_scale) == (50_000, "250", "ddpm", 1.5)
+    assert params.latent_shape == (4, 32) and params.evaluate.feature_extractor == "inception"
+
+
+def test_yaml_errors_and_duplicate_keys_give_file_line_and_column(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("data:\n  name: digits\n  name: other\n")
+    with pytest.raises(DiffzooError, match=r"params.yaml:3:3: invalid YAML: duplicate key 'name'"):
+        load_params(f)
+    f.write_text("train:\n  steps: [1, 2\n")
+    with pytest.raises(DiffzooError, match=r"params.yaml:\d+:\d+: invalid YAML: "):
+        load_params(f)
+
+
+def test_json_schema_is_current_and_accepts_the_default():
+    """workflow/schemas/params.schema.json (what the Snakefile checks) is the typed config's schema."""
+    import json
+
+    import jsonschema
+    schema = json.loads((ROOT / "workflow/schemas/params.schema.json").read_text())
+    assert schema == json_schema()
+    jsonschema.validate(DEFAULT, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(with_change("train.steps", -1), schema)
 
 
 def test_yaml_1_1_float_pitfall_is_caught(tmp_path):
@@ -83,6 +148,18 @@ def test_yaml_1_1_float_pitfall_is_caught(tmp_path):
     f.write_text(text)
     with pytest.raises(DiffzooError, match="is a string, not a number"):
         load_params(f)
+
+
+@pytest.mark.parametrize("path,value,message", BAD_VALUES)
+def test_a_bad_params_file_stops_the_first_stage_before_any_work(path, value, message, tmp_path, monkeypatch,
+                                                                  capsys):
+    """Written to a file and given to the pipeline's first stage: exit 2, one line, nothing made."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(with_change(path, value), sort_keys=False))
+    assert main(["dataset", "--params", "params.yaml"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(message, err), err
+    assert not (tmp_path / "data").exists()
 
 
 def test_cli_prints_one_line_and_fails_before_work(tmp_path, capsys):
@@ -103,28 +180,53 @@ def test_stage_slices_isolate_experiments():
     assert pipeline.stage_slice(params, "sample", "dit-s2") == pipeline.stage_slice(base, "sample", "dit-s2")
 
 
+def _dvc_code(deps: list[str]) -> set[str]:
+    """The source files a dvc.yaml stage's deps name (folders expanded to their .py files)."""
+    out = set()
+    for d in deps:
+        if d.startswith("src/diffzoo/"):
+            path = ROOT / d
+            files = ([p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+                     if path.is_dir() else [path])
+            out |= {str(p.relative_to(ROOT)) for p in files}
+    return out
+
+
 def test_dvc_yaml_tracks_what_the_stages_read():
-    """dvc.yaml's params and code deps agree with pipeline.STAGE_CODE / stage_slice."""
+    """dvc.yaml's code deps are the stage modules' CODE (no more, no less: a folder dep stands for
+    its files) and its params are the keys of each stage's slice."""
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    train = dvc["train"]["do"]
-    assert set(train["params"]) == {"train"} | {f"experiments.${{key}}.{k}" for k in ("model", "model_args", "objective", "train")}
+    params = validate(copy.deepcopy(DEFAULT))
+    stages = pipeline.pipeline_stages()
+    assert {"dataset", "images", "latents", "reference", "train", "sample", "evaluate", "report"} == set(stages)
+    for stage in stages:
+        spec = dvc[stage]["do"] if "do" in dvc[stage] else dvc[stage]
+        ours = {f[f.index("src/diffzoo/"):] for f in pipeline.code_files(stage)}
+        declared = _dvc_code(spec["deps"])
+        assert ours <= declared, (stage, sorted(ours - declared))
+        extra = {f for f in declared - ours if not f.endswith("__init__.py")}
+        assert not extra, (stage, sorted(extra))
+        tracked = set(spec["params"])
+        run_id = "dit-s2" if stage in ("train", "sample") else None
+        keys = set(pipeline.stage_slice(params, stage, run_id))
+        expected = {
+            "dataset": {f"data.{k}" for k in keys},
+            "images": {"data"},  # the slice is the data section
+            "train": {"train"} | {f"experiments.${{key}}.{k}" for k in keys - {"train"}} | {"experiments.${key}.train"},
+            "sample": {"sample", "latents.dtype", "experiments.${key}.sample"},  # sample + vae_dtype
+        }.get(stage, keys)
+        assert tracked == expected, stage
     # A sampling's stages are the sample/evaluate stages reading its experiment's model.
     for stage, of in (("sampling", "sample"), ("evaluate-sampling", "evaluate")):
         spec = {k: [d.replace("${item.experiment}", "${key}") for d in dvc[stage]["do"][k]] for k in ("deps", "params")}
         assert spec["deps"] == dvc[of]["do"]["deps"], stage
         assert set(dvc[of]["do"]["params"]) <= set(spec["params"]), stage
-    for stage in ("images", "latents", "train", "sample"):
-        spec = dvc[stage]["do"] if "do" in dvc[stage] else dvc[stage]
-        deps = set(spec["deps"])
-        for f in pipeline.code_files(stage):
-            rel = f[f.index("src/diffzoo/"):]
-            assert rel in deps or any(rel.startswith(d + "/") for d in deps), (stage, rel)
 
 
 def test_model_args_that_do_not_build_the_model_are_refused():
-    with pytest.raises(DiffzooError, match=r"experiments.dit-s2.model_args do not build DiT-S/2: .*hidden"):
+    with pytest.raises(DiffzooError, match=r"experiments.dit-s2.model_args do not build DiT-S/2 .*hidden"):
         validate(with_change("experiments.dit-s2.model_args", {"hidden": 64}))
-    with pytest.raises(DiffzooError, match=r"experiments.dit-s2.model_args do not build DiT-S/2: .*divisible"):
+    with pytest.raises(DiffzooError, match=r"experiments.dit-s2.model_args do not build DiT-S/2 .*divisible"):
         validate(with_change("experiments.dit-s2.model_args", {"hidden_size": 64, "num_heads": 5}))
 
 
@@ -133,12 +235,12 @@ def test_a_sampling_reuses_its_experiments_model_with_its_own_sample_settings():
     raw["experiments"]["dit-s2"]["sample"] = {"cfg_scale": 1.5, "sampling_steps": "20"}
     raw["samplings"] = {"dit-s2-nocfg": {"experiment": "dit-s2", "sample": {"cfg_scale": 1.0}}}
     params = validate(raw)
-    assert pipeline.run_ids(params)[-1] == "dit-s2-nocfg"
-    exp = pipeline.experiment(params, "dit-s2-nocfg")
+    assert params.run_ids[-1] == "dit-s2-nocfg"
+    run = params.run("dit-s2-nocfg")
     # The experiment's overrides hold unless the sampling overrides them again.
-    assert exp["sample"]["cfg_scale"] == 1.0 and exp["sample"]["sampling_steps"] == "20"
-    assert exp["train"] == params["experiments"]["dit-s2"]["train"]
-    own, parent = pipeline.paths(params, "dit-s2-nocfg"), pipeline.paths(params, "dit-s2")
+    assert run.sample.cfg_scale == 1.0 and run.sample.sampling_steps == "20"
+    assert run.train == params.run("dit-s2").train and run.trained_by == "dit-s2"
+    own, parent = paths(params, "dit-s2-nocfg"), paths(params, "dit-s2")
     for key in ("model", "model_config", "checkpoints", "train_metrics", "train_log"):
         assert own[key] == parent[key], key
     for key in ("samples", "grid", "metrics"):
@@ -149,11 +251,13 @@ def test_a_sampling_reuses_its_experiments_model_with_its_own_sample_settings():
 
 
 @pytest.mark.parametrize("samplings,message", [
-    ({"x": {"experiment": "dit-s9"}}, r"samplings.x.experiment = 'dit-s9' is not an experiment; allowed: dit-s2, dit-s4"),
+    ({"x": {"experiment": "dit-s9"}},
+     r"samplings.x.experiment = 'dit-s9' is not an experiment; allowed: dit-s2, dit-s4"),
     ({"dit-s4": {"experiment": "dit-s2"}}, r"samplings.dit-s4: 'dit-s4' is already an experiment id"),
     ({"x": {"experiment": "dit-s2", "train": {}}}, r"unknown key samplings.x.train; allowed: experiment, sample"),
-    ({"x": {"sample": {}}}, r"samplings.x lacks experiment; allowed: experiment, sample"),
-    ({"x": {"experiment": "dit-s2", "sample": {"cfg": 2}}}, r"unknown key samplings.x.sample.cfg; allowed: num_samples"),
+    ({"x": {"sample": {}}}, r"samplings.x.experiment is missing"),
+    ({"x": {"experiment": "dit-s2", "sample": {"cfg": 2}}},
+     r"unknown key samplings.x.sample.cfg; allowed: num_samples"),
 ])
 def test_bad_samplings_name_the_key(samplings, message):
     raw = copy.deepcopy(DEFAULT)
@@ -170,15 +274,14 @@ def test_presets_are_valid_and_use_the_papers_recipe(preset):
     """Every preset loads, and trains with the recipe facts.md gives (AdamW lr 1e-4, no weight decay,
     batch 256, EMA 0.9999) and samples 50K images for FID-50K."""
     params = load_params(preset)
-    for exp_id in pipeline.run_ids(params):
-        exp = pipeline.experiment(params, exp_id)
-        assert (exp["train"]["lr"], exp["train"]["weight_decay"], exp["train"]["global_batch_size"],
-                exp["train"]["ema_decay"]) == (1.0e-4, 0.0, 256, 0.9999), exp_id
-        assert exp["sample"]["num_samples"] == 50_000, exp_id
+    for run_id in params.run_ids:
+        run = params.run(run_id)
+        t = run.train
+        assert (t.lr, t.weight_decay, t.global_batch_size, t.ema_decay) == (1.0e-4, 0.0, 256, 0.9999), run_id
+        assert run.sample.num_samples == 50_000, run_id
         # The small-scale options stay off: the papers' eps-prediction and linear schedule.
-        from diffzoo.train import objective_settings
-        assert objective_settings(exp) in ({}, {"prediction": "eps", "noise_schedule": "linear"}), exp_id
-    assert params["latents"]["flips"] and params["latents"]["vae"].startswith("stabilityai/sd-vae-ft-")
+        assert run.objective_args in ({}, {"prediction": "eps", "noise_schedule": "linear"}), run_id
+    assert params.latents.flips and params.latents.vae.startswith("stabilityai/sd-vae-ft-")
 
 
 def test_classifier_defaults_are_train_classifiers():
@@ -187,4 +290,18 @@ def test_classifier_defaults_are_train_classifiers():
 
     from diffzoo.evaluate.classifier import train_classifier
     signature = inspect.signature(train_classifier).parameters
-    assert {k: d for k, (_, d) in SCHEMA["classifier"].items()} == {k: signature[k].default for k in SCHEMA["classifier"]}
+    fields = SECTIONS["classifier"].model_fields
+    assert {k: f.default for k, f in fields.items()} == {k: signature[k].default for k in fields}
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_expanded_presets_are_current_and_equal_the_preset(preset, monkeypatch):
+    """configs/expanded/NAME.yaml is what `diffzoo preset NAME` writes, and it means the same params."""
+    from diffzoo.stages.preset import expand
+
+    monkeypatch.chdir(ROOT)
+    expanded = ROOT / "configs" / "expanded" / preset.name
+    assert expanded.read_text() == expand(preset.relative_to(ROOT)), f"run: diffzoo preset {preset.stem} > {expanded}"
+    assert load_params(expanded).dump() == load_params(preset).dump()
+    for section in SECTIONS:  # the full file writes every key out (DVC tracks them)
+        assert set(yaml.safe_load(expanded.read_text())[section]) == set(SECTIONS[section].model_fields)

@@ -9,8 +9,9 @@ import yaml
 from PIL import Image
 
 from diffzoo.params import paths, validate
-from diffzoo.report.published import PAPERS_YAML, load_papers
-from diffzoo.report.tables import TABLES, published_rows, render, report
+from diffzoo.report.published import PAPERS_YAML, TABLES, load_papers
+from diffzoo.report.tables import published_rows, render
+from diffzoo.stages.report import report
 
 
 def test_published_numbers_are_the_reference_file():
@@ -37,7 +38,7 @@ def test_dit_table4_rows():
 
 def test_report_puts_ours_beside_published(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    raw = {"report": {"tables": ["dit_table4"]}, "experiments": {
+    raw = {"data": {"path": "/data/ILSVRC2012_img_train.tar"}, "report": {"tables": ["dit_table4"]}, "experiments": {
         "b4": {"model": "DiT-B/4", "model_args": {}, "objective": "ddpm", "train": {}, "sample": {}}}}
     params = validate(raw)
     p = paths(params, "b4")

@@ -40,7 +40,8 @@ def run_and_kill(cmd, cwd: Path, marker) -> None:
     deadline = time.time() + 300
     while not marker() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    assert proc.poll() is None, "the stage finished before it could be interrupted: " + proc.stderr.read().decode()[-500:]
+    assert proc.poll() is None, ("the stage finished before it could be interrupted: "
+                                 + proc.stderr.read().decode()[-500:])
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
@@ -61,7 +62,8 @@ def test_train_resumes_to_the_same_weights(prepared, tmp_path):
     assert not model.exists()  # no final artifact from the killed run
     steps_done = max(int(p.stem.split("-")[1]) for p in ckpts.glob("step-*.pt"))
     assert 0 < steps_done < 40
-    out = subprocess.run(cmd, cwd=cut, check=True, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    out = subprocess.run(cmd, cwd=cut, check=True, capture_output=True, text=True,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert "resuming a from step" in out.stderr
 
     a = read_state_dict(whole / "data/experiments/a/model.safetensors")
@@ -102,7 +104,7 @@ def test_samples_do_not_depend_on_batch_size(trained, tmp_path):
     root = clone(trained, tmp_path / "bs")
     out = {}
     for bs in (6, 16):
-        edit_params(root, lambda raw: raw["sample"].update(batch_size=bs))
+        edit_params(root, lambda raw, bs=bs: raw["sample"].update(batch_size=bs))
         subprocess.run(SAMPLE, cwd=root, check=True,
                        capture_output=True)
         out[bs] = np.load(root / "data/experiments/a/samples.npz")["arr_0"]

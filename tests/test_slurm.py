@@ -39,9 +39,9 @@ def test_slurm_dry_run_requests_gpus_per_rule(tmp_path):
     params = load_params(ROOT / preset)
     jobs = dry_run_resources(tmp_path, preset)
     assert {"dataset", "images", "latents", "reference", "train", "sample", "evaluate", "report"} <= set(jobs)
-    model = params["resources"]["gpu_model"]
-    assert jobs["train"]["gpu"] == str(params["resources"]["train_gpus"]) == "8"
-    assert jobs["sample"]["gpu"] == str(params["resources"]["sample_gpus"])
+    model = params.resources.gpu_model
+    assert jobs["train"]["gpu"] == str(params.resources.train_gpus) == "8"
+    assert jobs["sample"]["gpu"] == str(params.resources.sample_gpus)
     for rule in ("latents", "reference", "evaluate"):
         assert jobs[rule]["gpu"] == "1", rule
     for rule in ("train", "sample", "latents", "reference", "evaluate"):
@@ -50,7 +50,7 @@ def test_slurm_dry_run_requests_gpus_per_rule(tmp_path):
         assert "gpu" not in jobs[rule], rule
         assert not any("gres" in v for v in jobs[rule].values())
     # Time limits follow the estimated work: 7M steps of DiT-XL/2 on 8 GPUs, doubled.
-    exp = next(iter(params["experiments"]))
+    exp = next(iter(params.experiments))
     assert int(jobs["train"]["runtime"]) == pipeline.runtime_minutes(params, "train", exp)
     hours = 7e6 * 256 * 3 * 2 * 118.6e9 / (pipeline.ASSUMED_MFU * pipeline.H100_BF16_PEAK) / 3600
     assert int(jobs["train"]["runtime"]) == pytest.approx(2 * hours / 8 * 60, rel=0.01)

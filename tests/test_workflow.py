@@ -31,7 +31,8 @@ def tiny_params() -> dict:
     raw["sample"].update(num_samples=40, batch_size=40, sampling_steps="4")
     tiny = {"hidden_size": 32, "depth": 2}
     raw["experiments"] = {
-        "dit": {"model": "DiT-S/4", "model_args": {**tiny, "num_heads": 2}, "objective": "ddpm", "train": {}, "sample": {}},
+        "dit": {"model": "DiT-S/4", "model_args": {**tiny, "num_heads": 2}, "objective": "ddpm", "train": {},
+                "sample": {}},
         "dis": {"model": "DiS-S/4", "model_args": dict(tiny), "objective": "rectified_flow", "train": {}, "sample": {}},
     }
     raw["samplings"] = SAMPLINGS  # dit's model sampled again with guidance: no training of its own
@@ -128,11 +129,38 @@ def test_snakemake_end_to_end_and_caching(tmp_path):
     assert jobs(snakemake("-n")) == chain("dis")
     dis_py.write_text(original)
 
+    # 6. `--config` changes a value for this run only: the jobs read the merged params.
+    assert jobs(snakemake("-n", "--config", "experiments={dit: {train: {steps: 18}}}")) == chain("dit")
+    merged = yaml.safe_load(read(p, ".snakemake/diffzoo/params.yaml"))
+    assert merged["experiments"]["dit"]["train"] == {"steps": 18} and merged["experiments"]["dis"]
+
     # 4. Adding an experiment runs only its chain.
     raw = tiny_params()
     raw["experiments"]["dit-b"] = dict(raw["experiments"]["dit"], train={"seed": 1})
     write_params(p, raw)
     assert jobs(snakemake("-n")) == chain("dit-b")
+
+
+def test_snakemake_merges_configfiles_and_config_and_refuses_bad_values_before_any_job(tmp_path):
+    p = make_project(tmp_path / "cfg")
+    base = tiny_params()
+    (p / "a.yaml").write_text(yaml.safe_dump(base))
+    (p / "b.yaml").write_text(yaml.safe_dump({"train": {"steps": 7}, "sample": {"cfg_scale": 1.5}}))
+    out = sh(p, "snakemake", "-n", "--cores", "1", "--configfile", "a.yaml", "b.yaml", "--config", "train={lr: 0.01}")
+    merged = yaml.safe_load(read(p, ".snakemake/diffzoo/params.yaml"))
+    # b over a, key by key; --config over both; the rest from a.
+    assert merged["train"]["steps"] == 7 and merged["train"]["lr"] == 0.01
+    assert merged["train"]["global_batch_size"] == base["train"]["global_batch_size"]
+    assert merged["sample"]["cfg_scale"] == 1.5 and merged["sample"]["num_samples"] == base["sample"]["num_samples"]
+    assert all(cmd.count("--params .snakemake/diffzoo/params.yaml") for cmd in out.splitlines() if "diffzoo " in cmd
+               and "--params" in cmd)
+    for args, message in ((["--config", "train={steps: -1}"], "train.steps = -1 must be >= 1"),
+                          (["--config", "sample={cfg: 2}"], "unknown key sample.cfg"),
+                          (["--configfile", "a.yaml", "--config", "data={name: ../x}"], "data.name = '../x' must be")):
+        proc = subprocess.run(["snakemake", "-n", "--cores", "1", *args], cwd=p, env=env_for(p), capture_output=True,
+                              text=True)
+        assert proc.returncode != 0 and message in proc.stderr + proc.stdout, (args, proc.stderr[-2000:])
+        assert not jobs(proc.stdout + proc.stderr), args  # no job was planned
 
 
 def test_dvc_end_to_end_and_caching(tmp_path):

@@ -4,12 +4,11 @@ Official DiT checkpoints are plain state_dicts saved with torch.save; they are r
 `weights_only=True` (no pickle code runs) and loaded strictly. Our checkpoints are a safetensors file
 of tensors plus a small JSON of how to rebuild the model, both written atomically.
 
-`diffzoo import-checkpoint DiT-XL-2-256x256.pt --out DIR` verifies and converts an official file
-(downloading it first when given only its name and the network is there).
+`diffzoo import-checkpoint DiT-XL-2-256x256.pt --out DIR` (stages/import_checkpoint.py) verifies and
+converts an official file (downloading it first when given only its name and the network is there).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import urllib.error
 import urllib.request
@@ -46,7 +45,8 @@ def download(url: str, dest: Path, sha256: str | None = None) -> Path:
 def verify_sha256(path: Path, expected: str | None) -> str:
     got = sha256_file(path)
     if expected and got != expected.lower():
-        raise DiffzooError(f"{path}: sha256 {got} differs from the expected {expected}; the file is corrupt or another file")
+        raise DiffzooError(f"{path}: sha256 {got} differs from the expected {expected}; the file is corrupt or "
+                           "another file")
     return got
 
 
@@ -117,37 +117,3 @@ def load_model(path: str | Path) -> nn.Module:
     model = create_model(config["model"], **config.get("model_args", {}))
     load_weights(model, tensors, str(path))
     return model
-
-
-# ---- `diffzoo import-checkpoint` -------------------------------------------------------------------
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help=f"path to an official file, or one of {', '.join(OFFICIAL_CHECKPOINTS)} to download")
-    p.add_argument("--out", required=True, type=Path, help="output .safetensors path (its .json config is written beside)")
-    p.add_argument("--sha256", default=None, help="expected sha256 of the file (checked before anything is loaded)")
-    p.add_argument("--model", default=None, help="registered model name (default: from the official file name)")
-    p.add_argument("--input-size", type=int, default=None, help="latent side (default: from the official file name)")
-
-
-def run(args) -> int:
-    from .models import create_model
-
-    src = Path(args.checkpoint)
-    known = OFFICIAL_CHECKPOINTS.get(src.name, {})
-    if not src.exists():
-        if not known:
-            raise DiffzooError(f"{src} does not exist and is not an official name ({', '.join(OFFICIAL_CHECKPOINTS)})")
-        src = download(known["url"], args.out.parent / src.name, args.sha256 or known["sha256"])
-    digest = verify_sha256(src, args.sha256 or known.get("sha256"))
-    name = args.model or known.get("model")
-    if not name:
-        raise DiffzooError("--model is required for a file that is not an official DiT checkpoint")
-    model_args = {"input_size": args.input_size or known.get("input_size", 32)}
-    sd = read_state_dict(src)
-    with torch.device("meta"):
-        model = create_model(name, **model_args)
-    own = model.state_dict()
-    if set(own) != set(sd) or any(own[k].shape != sd[k].shape for k in own):
-        load_weights(model, sd, str(src))  # raises with the list of differences
-    save_checkpoint(args.out, sd, {"model": name, "model_args": model_args, "source": src.name, "sha256": digest})
-    print(f"{src.name}: sha256 {digest}, {len(sd)} tensors, loads strictly into {name}; wrote {args.out}")
-    return 0

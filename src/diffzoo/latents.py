@@ -13,7 +13,6 @@ digest of the images index and the settings, still matches; otherwise DIR starts
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -124,7 +123,8 @@ def encode_shards(images_dir: Path, out_dir: Path, vae: str = "identity", scale:
     if not shards:
         raise DiffzooError(f"{images_dir} holds no image shards")
     shape = list(np.load(out_dir / shards[0] / "mean.npy", mmap_mode="r").shape[1:])
-    meta = {"vae": vae, "scale": scale if vae != "identity" else 1.0, "flips": flips, "grayscale": grayscale, "shape": shape,
+    meta = {"vae": vae, "scale": scale if vae != "identity" else 1.0, "flips": flips, "grayscale": grayscale,
+            "shape": shape,
             "num_images": index["num_images"], "classes": index["classes"], "shards": shards,
             "resolution": index["resolution"]}
     write_json(out_dir / "index.json", meta)
@@ -175,21 +175,3 @@ class LatentDataset(torch.utils.data.Dataset):
         eps = randn((len(indices), *self.meta["shape"]), generator)
         items = [self.get(int(i), bool(f), e) for i, f, e in zip(indices, flips, eps, strict=True)]
         return torch.stack([z for z, _ in items]), torch.tensor([y for _, y in items], dtype=torch.long)
-
-
-# ---- `diffzoo latents` ------------------------------------------------------------------------------
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-
-
-def run(args) -> int:
-    from .params import load_params, paths
-
-    params = load_params(args.params)
-    lat = params["latents"]
-    p = paths(params)
-    meta = encode_shards(p["images"], p["latents"], lat["vae"], lat["scale"], lat["batch_size"], lat["flips"],
-                         args.device, lat["dtype"], lat["grayscale"])
-    print(f"latents: {meta['num_images']} images -> {p['latents']} (shape {meta['shape']}, vae {lat['vae']})")
-    return 0

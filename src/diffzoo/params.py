@@ -1,296 +1,426 @@
-"""The schema of params.yaml: validation, defaults and the per-stage slices.
+"""The params file as typed configs: the one source of its defaults, ranges, choices, JSON Schema,
+per-stage slices and artifact paths.
 
-Every `diffzoo <stage>` call and the Snakefile validate the whole file before anything runs: an
-unknown key, a wrong type or an unknown backbone gives one line naming the key and what is allowed.
-Each stage reads only its slice (`stage_slice`), which is also what the workflow engines track, so a
-change reruns exactly the stages whose slice changed.
+Every section is a pydantic model whose field defaults are the papers' base recipe (DiT on ImageNet
+256: AdamW lr 1e-4 at batch 256, EMA 0.9999, 250 DDPM steps, FID-50K with the ADM suite), so a preset
+states only what differs from it (configs/) and `diffzoo preset NAME` writes the full file DVC needs.
+The choices come from their owners' registries (data sources, objectives, predictions, tables).
+
+`load_params(path)` reads a file, `validate(raw)` a mapping; both refuse bad input before any job
+runs with one line naming the key, the value and what is allowed (a YAML error with its line and
+column, a duplicate key, an unknown key, a value out of range, a patch size that does not divide the
+latent side, ...). Each stage reads only its slice (its module's `params_slice`), which is also what
+the workflow engines track, so a change reruns exactly the stages whose slice changed.
 """
 from __future__ import annotations
 
-import copy
 import functools
-import re
+import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError,
+                      WithJsonSchema, field_validator)
+from pydantic_core import PydanticCustomError
 
+from .data import SOURCES
 from .diffusion.gaussian_diffusion import NOISE_SCHEDULES, PREDICTIONS
+from .diffusion.objective import OBJECTIVES
 from .errors import DiffzooError
+from .report.published import TABLES
 
 DEFAULT_PARAMS = "params.yaml"
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # a safe name: no path separator, no space, no newline
+Identifier = Annotated[str, StringConstraints(pattern=ID_PATTERN, max_length=100)]
+PositiveInt = Annotated[int, Field(ge=1)]
+Count = Annotated[int, Field(ge=0)]
 
 
-class Choice:
-    def __init__(self, *options):
-        self.options = options
-
-    def __repr__(self):
-        return " | ".join(map(repr, self.options))
+def _choice(values) -> Any:
+    return Literal.__getitem__(tuple(values))
 
 
-class Optional:
-    def __init__(self, kind):
-        self.kind = kind
-
-    def __repr__(self):
-        return f"{_type_name(self.kind)} or null"
+def _int_as_str(value):
+    """`sampling_steps: 250` (an integer in YAML) means the string "250"."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-ANY_DICT = dict  # free-form mapping (model_args: checked when the model is built)
+class Section(BaseModel):
+    """A params section: unknown keys refused, no silent type conversion (YAML 1.1 reads `1e-4` as a
+    string, YAML 1.2 as a number: a string is never taken for a number)."""
 
-# Section -> key -> (type, default). Types: int, float, bool, str, dict, Choice(...), Optional(t).
-SCHEMA: dict[str, dict[str, tuple]] = {
-    "data": {
-        "name": (str, "digits"),                   # artifacts go under data/<name>/
-        "source": (Choice("digits", "imagenet-tar", "imagenet-folder", "imagenet-parquet"), "digits"),
-        "path": (Optional(str), None),             # archive, folder or parquet glob (ImageNet sources)
-        "md5": (Optional(str), None),              # expected checksum of the archive
-        "sha256": (Optional(str), None),
-        "max_per_class": (Optional(int), None),    # cap per class for smoke runs; null = all images
-        "resolution": (int, 16),                   # ADM center crop side in pixels
-        "shard_size": (int, 10000),                # images per shard of the images stage
-    },
-    "latents": {
-        "vae": (str, "identity"),                  # "identity" (pixel space) or a diffusers AutoencoderKL repo id
-        "scale": (float, 0.18215),                 # latent scale factor (SD VAE: 0.18215)
-        "batch_size": (int, 64),
-        "dtype": (Choice("float32", "bfloat16"), "float32"),
-        "flips": (bool, True),                     # also store the horizontal flip (DiT's augmentation)
-        "grayscale": (bool, False),                # pixel space in one grey channel (identity only); samples
-                                                   # are written back as three equal channels
-    },
-    "classifier": {                                # in-domain feature extractor for data without Inception
-        "epochs": (int, 60),                       # (defaults: train_classifier's, tested equal)
-        "batch_size": (int, 64),
-        "lr": (float, 2.0e-3),
-        "width": (int, 16),
-        "noise_aug": (float, 2.0),                 # largest std of the noise added to training images
-        "seed": (int, 0),
-    },
-    "train": {                                     # defaults for every experiment (override per experiment)
-        "steps": (int, 300),
-        "global_batch_size": (int, 64),            # across all GPUs; per-GPU batch = this / world size
-        "lr": (float, 1.0e-4),                     # AdamW, no warmup, no clipping (DiT)
-        "weight_decay": (float, 0.0),
-        "ema_decay": (float, 0.9999),
-        "ckpt_every": (int, 100),                  # steps between atomic checkpoints (resume points)
-        "log_every": (int, 10),
-        "seed": (int, 0),
-        "precision": (Choice("fp32", "bf16"), "fp32"),
-        "compile": (bool, False),                  # torch.compile the model (GPU)
-        "grad_checkpointing": (bool, False),
-        "parallel": (Choice("ddp", "fsdp"), "ddp"),  # several GPUs: replicate (DDP) or shard (FSDP2) the model
-        # What the model predicts; null = the objective's own: eps for ddpm (the papers), the velocity
-        # for rectified_flow (which takes only v). v or x0 are for small-scale ddpm runs (README).
-        "prediction": (Optional(Choice(*PREDICTIONS)), None),
-        # ddpm's beta schedule; null = linear (the papers); cosine (IDDPM). rectified_flow has none.
-        "noise_schedule": (Optional(Choice(*NOISE_SCHEDULES)), None),
-    },
-    "sample": {
-        "num_samples": (int, 500),                 # 50000 for the papers' FID-50K
-        "batch_size": (int, 250),                  # per GPU
-        "sampling_steps": (str, "50"),             # ddpm respacing ("250", "ddim50") or Euler steps (rectified flow)
-        "sampler": (Choice("ddpm", "ddim"), "ddpm"),
-        "cfg_scale": (float, 1.0),                 # 1.0 = no guidance
-        "guidance": (Choice("legacy3", "all"), "all"),  # legacy3 = official DiT (channels 0..2 only)
-        "seed": (int, 0),
-        "grid": (int, 8),                          # the PNG grid: this many samples per class, one row per class
-    },
-    "evaluate": {
-        "feature_extractor": (Choice("classifier", "inception"), "classifier"),
-        "inception_weights": (Optional(str), None),   # local weights file for torch-fidelity's inception-v3-compat
-        "reference": (Optional(str), None),           # ADM reference batch .npz; null = computed from data images
-        "pr_distance_dtype": (Choice("float16", "float32"), "float16"),
-        "batch_size": (int, 250),
-    },
-    "report": {
-        "tables": (list, ["default"]),             # paper presets to assemble (see report/tables.py)
-    },
-    "resources": {                                 # what the SLURM profile requests per job
-        "train_gpus": (int, 1),
-        "sample_gpus": (int, 1),
-        "gpu_model": (Optional(str), None),        # e.g. h100; null = any
-    },
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+class DataConfig(Section):
+    name: Identifier = "imagenet"            # artifacts go under data/<name>/
+    source: _choice(SOURCES) = "imagenet-tar"
+    path: str | None = None                  # archive, folder or parquet files (ImageNet sources)
+    md5: str | None = None                   # expected checksum of the archive ("ilsvrc2012" = the official tar)
+    sha256: str | None = None
+    max_per_class: PositiveInt | None = None  # cap images per class (smoke runs); null = all
+    resolution: PositiveInt = 256            # ADM center crop side (pixels)
+    shard_size: PositiveInt = 10000          # images per shard of the images stage
+
+
+class LatentsConfig(Section):
+    vae: str = "stabilityai/sd-vae-ft-ema"   # a diffusers AutoencoderKL (repo id or folder), or identity (pixels)
+    scale: Annotated[float, Field(gt=0)] = 0.18215  # SD-VAE latent scale (unused in pixel space)
+    batch_size: PositiveInt = 64
+    dtype: Literal["float32", "bfloat16"] = "float32"  # VAE encode/decode
+    flips: bool = True                       # also store the horizontal flip (DiT's augmentation)
+    grayscale: bool = False                  # pixel space in one grey channel (identity only)
+
+
+class ClassifierConfig(Section):
+    """The in-domain feature extractor for data without Inception weights (train_classifier's
+    defaults, tested equal)."""
+
+    epochs: PositiveInt = 60
+    batch_size: PositiveInt = 64
+    lr: Annotated[float, Field(gt=0)] = 2.0e-3
+    width: PositiveInt = 16
+    noise_aug: Annotated[float, Field(ge=0)] = 2.0  # largest std of the noise added to training images
+    seed: Count = 0
+
+
+class TrainConfig(Section):
+    """DiT's recipe: AdamW, constant lr, no warmup, no clipping, EMA every step."""
+
+    steps: PositiveInt = 400_000
+    global_batch_size: PositiveInt = 256     # across all GPUs; per-GPU batch = this / world size
+    lr: Annotated[float, Field(gt=0)] = 1.0e-4
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.9999
+    ckpt_every: PositiveInt = 50_000         # steps between atomic checkpoints (resume points)
+    log_every: PositiveInt = 100
+    seed: Count = 0
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast (GPU)
+    compile: bool = False                    # torch.compile the model (GPU)
+    grad_checkpointing: bool = False
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # several GPUs: replicate (DDP) or shard (FSDP2) the model
+    # What the model predicts; null = the objective's own: eps for ddpm (the papers), the velocity for
+    # rectified_flow (which takes only v). v or x0 are for small-scale ddpm runs (README).
+    prediction: _choice(PREDICTIONS) | None = None
+    # ddpm's beta schedule; null = linear (the papers); cosine (IDDPM). rectified_flow has none.
+    noise_schedule: _choice(NOISE_SCHEDULES) | None = None
+
+
+class SampleConfig(Section):
+    num_samples: PositiveInt = 50_000        # FID-50K
+    batch_size: PositiveInt = 250            # per GPU
+    # ddpm: respacing ("250" as the papers, "ddim50", "10,10"); rectified_flow: Euler steps
+    sampling_steps: Annotated[str, BeforeValidator(_int_as_str),
+                              WithJsonSchema({"type": ["string", "integer"]})] = "250"
+    sampler: Literal["ddpm", "ddim"] = "ddpm"
+    cfg_scale: Annotated[float, Field(ge=1.0)] = 1.5  # 1.0 = no guidance
+    guidance: Literal["legacy3", "all"] = "all"  # legacy3 = the official DiT (channels 0..2 only)
+    seed: Count = 0
+    grid: PositiveInt = 8                    # the PNG grid: this many samples per class, one row per class
+
+
+class EvaluateConfig(Section):
+    feature_extractor: Literal["classifier", "inception"] = "inception"  # inception = the papers' ADM suite
+    inception_weights: str | None = None     # local weights file for torch-fidelity's inception-v3-compat
+    reference: str | None = None             # an ADM reference batch .npz; null = computed from the images
+    pr_distance_dtype: Literal["float16", "float32"] = "float16"
+    batch_size: PositiveInt = 250
+
+
+class ReportConfig(Section):
+    tables: list[_choice(TABLES)] = Field(default_factory=lambda: ["default"])  # see report/tables.py
+
+
+class ResourcesConfig(Section):
+    """What the SLURM profile requests per job."""
+
+    train_gpus: Count = 1                    # 0 = a CPU job
+    sample_gpus: Count = 1
+    gpu_model: str | None = None             # e.g. h100; null = any
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "data": DataConfig, "latents": LatentsConfig, "classifier": ClassifierConfig, "train": TrainConfig,
+    "sample": SampleConfig, "evaluate": EvaluateConfig, "report": ReportConfig, "resources": ResourcesConfig,
 }
-EXPERIMENT_KEYS = {
-    "model": (str, None),            # registered model name, e.g. DiT-XL/2
-    "model_args": (dict, {}),        # constructor overrides, e.g. {hidden_size: 64, depth: 2}
-    "objective": (Choice("ddpm", "rectified_flow"), "ddpm"),
-    "train": (dict, {}),             # overrides of the train section
-    "sample": (dict, {}),            # overrides of the sample section
-}
-EXPERIMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def _type_name(kind) -> str:
-    return {int: "an integer", float: "a number", bool: "true/false", str: "a string", dict: "a mapping",
-            list: "a list"}.get(kind, repr(kind))
-
-
-def _check_value(where: str, kind, value) -> Any:
-    if isinstance(kind, Optional):
-        return None if value is None else _check_value(where, kind.kind, value)
-    if isinstance(kind, Choice):
-        if value not in kind.options:
-            raise DiffzooError(f"params: {where} = {value!r} is not allowed; allowed: {kind!r}")
+def _overrides_of(section: str):
+    """An experiment's `train:` / `sample:`: only the keys it sets, checked against the section (their
+    values are checked when the run is resolved, against the section's own types and ranges)."""
+    def check(value):
+        if not isinstance(value, dict):
+            raise PydanticCustomError("dict_type", "must be a mapping")
+        unknown = sorted(set(value) - set(SECTIONS[section].model_fields))
+        if unknown:
+            raise PydanticCustomError("unknown_key", "unknown key", {"key": unknown[0], "section": section})
         return value
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is float and isinstance(value, str):
-        raise DiffzooError(f"params: {where} = {value!r} is a string, not a number; write floats with a dot "
-                           f"and a signed exponent (1.0e-4), which YAML 1.1 (Snakemake) and 1.2 (DVC) both read")
-    if kind is str and isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise DiffzooError(f"params: {where} must be {_type_name(kind)}, got {value!r}")
-    return value
+    return BeforeValidator(check)
 
 
-def _check_section(where: str, spec: dict, given: dict) -> dict:
-    if not isinstance(given, dict):
-        raise DiffzooError(f"params: {where} must be a mapping, got {given!r}")
-    unknown = sorted(set(given) - set(spec))
-    if unknown:
-        raise DiffzooError(f"params: unknown key {where}.{unknown[0]}; allowed: {', '.join(spec)}")
-    out = {}
-    for key, (kind, default) in spec.items():
-        out[key] = _check_value(f"{where}.{key}", kind, given[key]) if key in given else copy.deepcopy(default)
-    return out
+class ExperimentConfig(Section):
+    """An experiment as written: dvc.yaml tracks each of these keys, so all are written out."""
+
+    model: str                               # a registered model name, e.g. DiT-XL/2
+    model_args: dict[str, Any]               # constructor overrides, e.g. {hidden_size: 64, depth: 2}
+    objective: _choice(OBJECTIVES)
+    train: Annotated[dict[str, Any], _overrides_of("train")]    # overrides of the train section
+    sample: Annotated[dict[str, Any], _overrides_of("sample")]  # overrides of the sample section
+
+    @field_validator("model")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from .models import check_model_name
+        try:
+            check_model_name(name)
+        except KeyError as err:
+            raise ValueError(err.args[0]) from None
+        return name
 
 
-def validate(raw: dict) -> dict:
+class SamplingConfig(Section):
+    """More sample settings of a trained experiment, sampled and evaluated under its own id without
+    training again: `samplings: {dit-xl2-cfg1.0: {experiment: dit-xl2, sample: {cfg_scale: 1.0}}}`."""
+
+    experiment: Identifier
+    sample: Annotated[dict[str, Any], _overrides_of("sample")] = Field(default_factory=dict)
+
+
+class Run(BaseModel):
+    """An experiment or sampling with its settings resolved: the section defaults under its overrides."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    model: str
+    model_args: dict[str, Any]
+    objective: str
+    train: TrainConfig
+    sample: SampleConfig
+    trained_by: str                          # the experiment whose model it samples (itself, or a sampling's)
+
+    @property
+    def objective_args(self) -> dict:
+        """The objective's settings that training and sampling must share (kept in model.json): ddpm's
+        prediction and noise schedule, with null as the papers' eps and linear."""
+        if self.objective != "ddpm":
+            return {}
+        return {"prediction": self.train.prediction or "eps", "noise_schedule": self.train.noise_schedule or "linear"}
+
+
+class Params(Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    latents: LatentsConfig = Field(default_factory=LatentsConfig)
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    experiments: Annotated[dict[Identifier, ExperimentConfig], Field(min_length=1)]
+    samplings: dict[Identifier, SamplingConfig] = Field(default_factory=dict)
+
+    # ---- derived --------------------------------------------------------------------------------
+    @property
+    def run_ids(self) -> list[str]:
+        """Every id that is sampled and evaluated: the experiments, then the samplings."""
+        return [*self.experiments, *self.samplings]
+
+    def run(self, run_id: str) -> Run:
+        """An experiment's or sampling's resolved settings."""
+        if run_id in self.samplings:
+            s = self.samplings[run_id]
+            base = self.run(s.experiment)
+            sample = self.sample.model_validate({**base.sample.model_dump(), **s.sample})
+            return base.model_copy(update={"id": run_id, "sample": sample})
+        if run_id not in self.experiments:
+            raise DiffzooError(f"unknown experiment {run_id!r}; params has: {', '.join(self.run_ids)}")
+        e = self.experiments[run_id]
+        return Run(id=run_id, model=e.model, model_args=e.model_args, objective=e.objective,
+                   train=TrainConfig.model_validate({**self.train.model_dump(), **e.train}),
+                   sample=SampleConfig.model_validate({**self.sample.model_dump(), **e.sample}),
+                   trained_by=run_id)
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        """(channels, side) of what the backbones see: VAE latents (4, R/8) or pixels."""
+        if self.latents.vae == "identity":
+            return (1 if self.latents.grayscale else 3), self.data.resolution
+        return 4, self.data.resolution // 8
+
+    def dump(self) -> dict:
+        """The full params as plain data (what `diffzoo preset` writes and DVC reads)."""
+        return self.model_dump(mode="json")
+
+
+def validate(raw) -> Params:
     """The params with defaults filled in; raises DiffzooError naming the first bad key."""
-    from .models import check_model_name
-
     if not isinstance(raw, dict):
         raise DiffzooError("params: the file must hold a mapping of sections")
-    allowed = list(SCHEMA) + ["experiments", "samplings"]
-    unknown = sorted(set(raw) - set(allowed))
+    unknown = sorted(set(raw) - set(Params.model_fields))
     if unknown:
-        raise DiffzooError(f"params: unknown section {unknown[0]!r}; allowed: {', '.join(allowed)}")
-    params = {section: _check_section(section, spec, raw.get(section) or {}) for section, spec in SCHEMA.items()}
-    if params["evaluate"]["reference"] and params["evaluate"]["feature_extractor"] != "inception":
-        raise DiffzooError("params: evaluate.reference (an ADM batch of Inception statistics) needs "
-                           "evaluate.feature_extractor = 'inception'; the classifier's reference is computed "
-                           "from the data's images")
-    if params["latents"]["grayscale"] and params["latents"]["vae"] != "identity":
-        raise DiffzooError(f"params: latents.grayscale = true needs latents.vae = 'identity' (pixel space); "
-                           f"the VAE {params['latents']['vae']!r} encodes three channels")
-    from .report.tables import TABLES
-    bad = [t for t in params["report"]["tables"] if t not in TABLES]
-    if bad:
-        raise DiffzooError(f"params: report.tables has unknown table {bad[0]!r}; allowed: {', '.join(TABLES)}")
-    experiments = raw.get("experiments")
-    if not isinstance(experiments, dict) or not experiments:
-        raise DiffzooError("params: 'experiments' must map experiment ids to {model, model_args, objective, train, sample}")
-    params["experiments"] = {}
-    for exp_id, exp in experiments.items():
-        where = f"experiments.{exp_id}"
-        if not isinstance(exp_id, str) or not EXPERIMENT_ID.match(exp_id):
-            raise DiffzooError(f"params: experiment id {exp_id!r} must be letters, digits, '_', '-', '.'")
-        if not isinstance(exp, dict):
-            raise DiffzooError(f"params: {where} must be a mapping")
-        # dvc.yaml tracks each of these keys of each experiment, so all must be written out.
-        missing = [k for k in EXPERIMENT_KEYS if k not in exp]
-        if missing:
-            raise DiffzooError(f"params: {where} lacks {', '.join(missing)} (write every one of "
-                               f"{', '.join(EXPERIMENT_KEYS)}; use {{}} for no overrides)")
-        checked = _check_section(where, EXPERIMENT_KEYS, exp)
-        try:
-            check_model_name(checked["model"])
-        except KeyError as err:
-            raise DiffzooError(f"params: {where}.model: {err.args[0]}") from None
-        _check_model_args(where, checked["model"], checked["model_args"])
-        for section in ("train", "sample"):
-            checked[section] = _overrides(f"{where}.{section}", section, checked[section], params[section])
-        _check_objective_settings(where, checked)
-        params["experiments"][exp_id] = checked
-    params["samplings"] = _check_samplings(raw.get("samplings"), params["experiments"])
-    for run_id in run_ids(params):
-        exp = experiment(params, run_id)
-        where = f"{'samplings' if run_id in params['samplings'] else 'experiments'}.{run_id}.sample.sampling_steps"
-        _check_sampling_steps(where, exp["objective"], exp["sample"]["sampling_steps"])
+        raise DiffzooError(f"params: unknown section {unknown[0]!r}; allowed: {', '.join(Params.model_fields)}")
+    if not isinstance(raw.get("experiments"), dict) or not raw["experiments"]:
+        raise DiffzooError("params: 'experiments' must map experiment ids to {model, model_args, objective, "
+                           "train, sample}")
+    raw = {k: ({} if v is None and k in SECTIONS else v) for k, v in raw.items()}
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as err:
+        raise DiffzooError(f"params: {_one_line(err, raw)}") from None
+    _check_across_sections(params)
+    for run_id in params.run_ids:
+        _check_run(params, run_id)
     return params
 
 
-def _check_objective_settings(where: str, exp: dict) -> None:
-    """Rectified flow predicts the velocity on its own time distribution: of train.prediction it takes
-    only v (or null) and it has no noise_schedule."""
-    if exp["objective"] != "rectified_flow":
-        return
-    train = exp["train"]
-    if train["prediction"] not in (None, "v"):
-        raise DiffzooError(f"params: {where}: train.prediction = {train['prediction']!r}; rectified_flow predicts "
-                           f"the velocity: allowed v or null")
-    if train["noise_schedule"] is not None:
-        raise DiffzooError(f"params: {where}: train.noise_schedule = {train['noise_schedule']!r} is a setting of "
-                           f"objective ddpm; rectified_flow has no beta schedule: allowed null")
+# ---- error messages ----------------------------------------------------------------------------------
+def _lookup(raw, loc):
+    node = raw
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return None
+    return node
+
+
+def _one_line(err: ValidationError, raw: dict) -> str:
+    """The first error as one line: the key, the value and what is allowed."""
+    e = err.errors(include_url=False)[0]
+    loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+    where, value, kind, msg = ".".join(map(str, loc)), e.get("input"), e["type"], e["msg"]
+    if kind == "unknown_key":
+        allowed = ", ".join(SECTIONS[e["ctx"]["section"]].model_fields)
+        return f"unknown key {where}.{e['ctx']['key']}; allowed: {allowed}"
+    if loc and isinstance(loc[-1], int):  # an item of a list
+        where, value = ".".join(map(str, loc[:-1])), value
+        if kind == "literal_error":
+            allowed = msg.removeprefix("Input should be ").replace("'", "").replace(" or ", ", ")
+            return f"{where} has unknown entry {value!r}; allowed: {allowed}"
+    if kind == "extra_forbidden":
+        parent = _lookup(raw, loc[:-1]) if len(loc) > 1 else raw
+        model = _model_at(loc[:-1])
+        allowed = ", ".join(model.model_fields) if model else ""
+        return f"unknown key {where}; allowed: {allowed}" if parent is not None else f"unknown key {where}"
+    if kind == "missing":
+        if len(loc) >= 3 and loc[0] == "experiments":
+            return (f"{'.'.join(map(str, loc[:2]))} lacks {loc[-1]} (write every one of "
+                    f"{', '.join(ExperimentConfig.model_fields)}; use {{}} for no overrides)")
+        return f"{where} is missing"
+    if kind == "literal_error":
+        allowed = msg.removeprefix("Input should be ").replace(" or ", " | ").replace(", ", " | ")
+        return f"{where} = {value!r} is not allowed; allowed: {allowed}"
+    if kind == "float_type" and isinstance(value, str):
+        return (f"{where} = {value!r} is a string, not a number; write floats with a dot and a signed exponent "
+                f"(1.0e-4), which YAML 1.1 (Snakemake) and 1.2 (DVC) both read")
+    if kind in ("int_type", "float_type", "bool_type", "string_type", "dict_type", "list_type"):
+        return f"{where} must be {_KIND_NAMES[kind]}, got {value!r}"
+    if kind == "string_pattern_mismatch":
+        return f"{where} = {value!r} must be a name of letters, digits, '_', '-', '.' (no path, space or newline)"
+    if kind == "value_error":
+        return f"{where}: {msg.removeprefix('Value error, ')}"
+    bounds = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than": ("<", "lt"),
+              "less_than_equal": ("<=", "le")}
+    if kind in bounds:
+        op, key = bounds[kind]
+        return f"{where} = {value!r} must be {op} {e['ctx'][key]}"
+    return f"{where} = {value!r}: {msg}"
+
+
+_KIND_NAMES = {"int_type": "an integer", "float_type": "a number", "bool_type": "true/false",
+               "string_type": "a string", "dict_type": "a mapping", "list_type": "a list"}
+
+
+def _model_at(loc: tuple):
+    model = Params
+    for part in loc:
+        if model is Params and part in ("experiments", "samplings"):
+            model = {"experiments": ExperimentConfig, "samplings": SamplingConfig}[part]
+            continue
+        if model in (ExperimentConfig, SamplingConfig) and part not in model.model_fields:
+            continue  # the experiment id
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return None
+        model = SECTIONS.get(part, field.annotation if isinstance(field.annotation, type) else None)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _raise(where: str, message: str):
+    raise DiffzooError(f"params: {where}{message}")
+
+
+# ---- checks across keys ------------------------------------------------------------------------------
+def _check_run(params: Params, run_id: str) -> None:
+    """A run's merged train/sample values, its objective's settings, sampling steps and the model."""
+    kind = "samplings" if run_id in params.samplings else "experiments"
+    if kind == "samplings" and params.samplings[run_id].experiment not in params.experiments:
+        _raise(f"samplings.{run_id}.experiment", f" = {params.samplings[run_id].experiment!r} is not an experiment; "
+               f"allowed: {', '.join(params.experiments)}")
+    if kind == "samplings" and run_id in params.experiments:
+        _raise(f"samplings.{run_id}", f": {run_id!r} is already an experiment id")
+    try:
+        run = params.run(run_id)
+    except ValidationError as err:
+        section = "sample" if kind == "samplings" else err.title.removesuffix("Config").lower()
+        _raise(f"{kind}.{run_id}.{section}.", _one_line(err, {}))
+    where = f"{kind}.{run_id}"
+    if run.objective == "rectified_flow" and kind == "experiments":
+        if run.train.prediction not in (None, "v"):
+            _raise(f"{where}: ", f"train.prediction = {run.train.prediction!r}; rectified_flow predicts the "
+                   f"velocity: allowed v or null")
+        if run.train.noise_schedule is not None:
+            _raise(f"{where}: ", f"train.noise_schedule = {run.train.noise_schedule!r} is a setting of objective "
+                   f"ddpm; rectified_flow has no beta schedule: allowed null")
+    _check_sampling_steps(f"{where}.sample.sampling_steps", run.objective, run.sample.sampling_steps)
+    if kind == "experiments":
+        channels, side = params.latent_shape
+        error = _model_error(run.model, json.dumps({"input_size": side, "in_channels": channels,
+                                                    **run.model_args}, sort_keys=True))
+        if error:
+            _raise(f"{where}.model_args", f" do not build {run.model} for {channels}x{side}x{side} inputs: {error}")
+        gpus = params.resources.train_gpus
+        if gpus > 1 and run.train.global_batch_size % gpus:
+            _raise(f"{where}.train.global_batch_size", f" = {run.train.global_batch_size} is not divisible by "
+                   f"resources.train_gpus = {gpus}")
 
 
 def _check_sampling_steps(where: str, objective: str, value: str) -> None:
     """Respaced DDPM/DDIM steps ("250", "ddim25", "10,10"): at least 2; Euler steps: a positive integer."""
     if objective == "rectified_flow":
         if not (value.isdigit() and int(value) >= 1):
-            raise DiffzooError(f"params: {where} = {value!r}: rectified flow takes a number of Euler steps, e.g. '25'")
+            _raise(where, f" = {value!r}: rectified flow takes a number of Euler steps, e.g. '25'")
         return
     from .diffusion.respace import space_timesteps
     try:
         steps = len(space_timesteps(1000, value))
     except ValueError as err:
-        raise DiffzooError(f"params: {where} = {value!r}: {err} (write e.g. '250' or 'ddim25')") from None
+        _raise(where, f" = {value!r}: {err} (write e.g. '250' or 'ddim25')")
     if steps < 2:
-        raise DiffzooError(f"params: {where} = {value!r} gives {steps} step; a DDPM/DDIM sampler needs at least 2")
+        _raise(where, f" = {value!r} gives {steps} step; a DDPM/DDIM sampler needs at least 2")
 
 
-def _overrides(where: str, section: str, given: dict, base: dict) -> dict:
-    """Overrides hold only the keys they set: check them, then lay them over `base`."""
-    spec = SCHEMA[section]
-    unknown = sorted(set(given) - set(spec))
-    if unknown:
-        raise DiffzooError(f"params: unknown key {where}.{unknown[0]}; allowed: {', '.join(spec)}")
-    return {**base, **{k: _check_value(f"{where}.{k}", spec[k][0], v) for k, v in given.items()}}
-
-
-SAMPLING_KEYS = ("experiment", "sample")
-
-
-def _check_samplings(raw, experiments: dict) -> dict:
-    """`samplings`: more sample settings of a trained experiment (a guidance sweep, another sampler),
-    each sampled and evaluated under its own id without training again:
-        samplings: {dit-xl2-cfg1.0: {experiment: dit-xl2-cfg1.5, sample: {cfg_scale: 1.0}}}
-    Its sample settings are the experiment's, with the sampling's overrides laid over them."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise DiffzooError("params: 'samplings' must map sampling ids to {experiment, sample}")
-    out = {}
-    for sid, spec in raw.items():
-        where = f"samplings.{sid}"
-        if not isinstance(sid, str) or not EXPERIMENT_ID.match(sid):
-            raise DiffzooError(f"params: sampling id {sid!r} must be letters, digits, '_', '-', '.'")
-        if sid in experiments:
-            raise DiffzooError(f"params: {where}: {sid!r} is already an experiment id")
-        if not isinstance(spec, dict):
-            raise DiffzooError(f"params: {where} must be a mapping")
-        unknown = sorted(set(spec) - set(SAMPLING_KEYS))
-        if unknown or "experiment" not in spec:
-            bad = f"unknown key {where}.{unknown[0]}" if unknown else f"{where} lacks experiment"
-            raise DiffzooError(f"params: {bad}; allowed: {', '.join(SAMPLING_KEYS)}")
-        parent = spec["experiment"]
-        if parent not in experiments:
-            raise DiffzooError(f"params: {where}.experiment = {parent!r} is not an experiment; allowed: "
-                               f"{', '.join(experiments)}")
-        sample = _overrides(f"{where}.sample", "sample", spec.get("sample") or {}, experiments[parent]["sample"])
-        out[sid] = {"experiment": parent, "sample": sample}
-    return out
+def _check_across_sections(params: Params) -> None:
+    data, latents, ev = params.data, params.latents, params.evaluate
+    if data.source != "digits" and not data.path:
+        _raise("data.path", f" is null; data.source {data.source!r} reads an archive, folder or parquet files there")
+    if data.source == "digits" and data.path:
+        _raise("data.path", f" = {data.path!r}: the digits source is embedded and reads no path (use null)")
+    if latents.grayscale and latents.vae != "identity":
+        _raise("latents.grayscale", f" = true needs latents.vae = 'identity' (pixel space); the VAE "
+               f"{latents.vae!r} encodes three channels")
+    if latents.vae != "identity" and data.resolution % 8:
+        _raise("data.resolution", f" = {data.resolution}: the VAE downsamples by 8; use a multiple of 8")
+    if ev.reference and ev.feature_extractor != "inception":
+        _raise("evaluate.reference", " (an ADM batch of Inception statistics) needs evaluate.feature_extractor = "
+               "'inception'; the classifier's reference is computed from the data's images")
 
 
 @functools.cache
-def _model_args_error(model: str, args_json: str) -> str | None:
+def _model_error(model: str, args_json: str) -> str | None:
     """Why `create_model(model, **args)` fails, or None; built on the meta device (no memory)."""
-    import json
-
     import torch
 
     from .models import create_model
@@ -302,66 +432,100 @@ def _model_args_error(model: str, args_json: str) -> str | None:
     return None
 
 
-def _check_model_args(where: str, model: str, args: dict) -> None:
-    import json
-
-    error = _model_args_error(model, json.dumps(args, sort_keys=True))
-    if error:
-        raise DiffzooError(f"params: {where}.model_args do not build {model}: {error}")
+# ---- reading files -------------------------------------------------------------------------------------
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML 1.1 as Snakemake reads it, but a key written twice is an error (DVC refuses it too)."""
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS) -> dict:
+def _mapping_without_duplicates(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file; errors are one line with the file, line and column."""
     path = Path(path)
     if not path.is_file():
         raise DiffzooError(f"params file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as err:
-        raise DiffzooError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise DiffzooError(f"{where}: invalid YAML: {problem}") from None
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     try:
-        return validate(raw)
+        return validate(read_yaml(path))
     except DiffzooError as err:
+        if str(err).startswith(str(path)):
+            raise
         raise DiffzooError(f"{path}: {err}") from None
 
 
-def run_ids(params: dict) -> list[str]:
-    """Every id that is sampled and evaluated: the experiments, then the samplings."""
-    return [*params["experiments"], *params.get("samplings", {})]
+def write_yaml(path: str | Path, raw: dict) -> None:
+    """A params mapping as YAML (atomically; floats as YAML 1.1 and 1.2 both read them)."""
+    from .utils import atomic_path
+
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
-def trained_by(params: dict, exp_id: str) -> str:
-    """The experiment whose training an id uses: itself, or a sampling's experiment."""
-    return params.get("samplings", {}).get(exp_id, {}).get("experiment", exp_id)
+def typed_leaves(value):
+    """Snakemake's `--config KEY=VALUE` reads a nested VALUE with YAML's BaseLoader, which makes every
+    leaf a string (`train={steps: 30}` gives steps '30'): read each leaf again as the YAML scalar it
+    was written as (30, 1.0e-4, true, null), keeping the text where it is no scalar."""
+    if isinstance(value, dict):
+        return {k: typed_leaves(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [typed_leaves(v) for v in value]
+    if isinstance(value, str):
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        return parsed if parsed is None or isinstance(parsed, (bool, int, float)) else value
+    return value
 
 
-def experiment(params: dict, exp_id: str) -> dict:
-    """An experiment's settings; for a sampling id, its experiment's with the sampling's sample settings."""
-    if exp_id in params.get("samplings", {}):
-        return {**params["experiments"][trained_by(params, exp_id)], "sample": params["samplings"][exp_id]["sample"]}
-    if exp_id not in params["experiments"]:
-        raise DiffzooError(f"unknown experiment {exp_id!r}; params.yaml has: {', '.join(run_ids(params))}")
-    return params["experiments"][exp_id]
+def merge(base: dict, override: dict) -> dict:
+    """`override` laid over `base` key by key, recursively (as Snakemake merges config files)."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
-# ---- artifact paths: one place, used by the CLI, the Snakefile and (written out) dvc.yaml ----------
-def data_dir(params: dict) -> Path:
-    return Path("data") / params["data"]["name"]
+# ---- artifact paths: one place, used by the CLI, the Snakefile and (written out) dvc.yaml -------------
+def data_dir(params: Params) -> Path:
+    return Path("data") / params.data.name
 
 
-def paths(params: dict, exp_id: str | None = None) -> dict[str, Path]:
+def paths(params: Params, run_id: str | None = None) -> dict[str, Path]:
     d = data_dir(params)
-    res = params["data"]["resolution"]
+    res = params.data.resolution
     out = {
         "raw": d / "raw",
         "images": d / f"images-{res}",
         "latents": d / f"latents-{res}",
         # The feature extractor (our classifier, or Inception) and the real images' statistics.
-        "reference": d / f"reference-{res}-{params['evaluate']['feature_extractor']}",
+        "reference": d / f"reference-{res}-{params.evaluate.feature_extractor}",
         "results": Path("results"),
     }
-    if exp_id is not None:
-        e = Path("data") / "experiments" / exp_id
-        trained = trained_by(params, exp_id)  # a sampling reads its experiment's model
+    if run_id is not None:
+        e = Path("data") / "experiments" / run_id
+        trained = params.samplings[run_id].experiment if run_id in params.samplings else run_id
         t = Path("data") / "experiments" / trained
         out.update({
             "exp": e,
@@ -371,7 +535,19 @@ def paths(params: dict, exp_id: str | None = None) -> dict[str, Path]:
             "train_metrics": Path("results") / "train" / f"{trained}.json",
             "train_log": Path("results") / "train" / f"{trained}.tsv",
             "samples": e / "samples.npz",
-            "grid": Path("results") / "samples" / f"{exp_id}.png",
-            "metrics": Path("results") / "metrics" / f"{exp_id}.json",
+            "grid": Path("results") / "samples" / f"{run_id}.png",
+            "metrics": Path("results") / "metrics" / f"{run_id}.json",
         })
     return out
+
+
+def json_schema() -> dict:
+    """The JSON Schema of a params file (workflow/schemas/params.schema.json; the Snakefile checks the
+    merged config with it)."""
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **Params.model_json_schema()}
+    schema["title"] = "diffzoo params"
+    return schema
+
+
+__all__ = ["Params", "Run", "SECTIONS", "load_params", "validate", "merge", "typed_leaves", "read_yaml", "write_yaml",
+           "paths", "data_dir", "json_schema"]

@@ -1,24 +1,46 @@
-# Validates the params before any job is planned, and exposes their slices and artifact paths.
+# The params, validated before any job is planned, and their slices and artifact paths.
+#
+# Which params: params.yaml, or, when --configfile is given, those files merged in order as Snakemake
+# merges them (each over the one before; keys they do not set keep the typed defaults, the papers'
+# base recipe), with `--config` on top (a section at a time: --config 'train={steps: 100}'). Every
+# job's CLI call reads exactly that merged file, written to .snakemake/diffzoo/params.yaml.
 import re
 import sys
-from diffzoo.errors import DiffzooError
+from pathlib import Path
+
+from snakemake.utils import validate as validate_schema
+
 from diffzoo import pipeline
+from diffzoo.errors import DiffzooError
+from diffzoo.params import merge, paths, read_yaml, typed_leaves, validate, write_yaml
 
-PARAMS_FILE = str(workflow.overwrite_configfiles[-1]) if workflow.overwrite_configfiles else "params.yaml"
+PARAMS_FILE = ".snakemake/diffzoo/params.yaml"
 try:
-    PARAMS = pipeline.load(PARAMS_FILE)
+    _files = [str(f) for f in workflow.overwrite_configfiles] or ["params.yaml"]
+    _raw = {}
+    for _f in _files:
+        _raw = merge(_raw, read_yaml(_f) or {})
+    _raw = merge(_raw, typed_leaves(dict(workflow.config_settings.config)))
+    PARAMS = validate(_raw)
 except DiffzooError as err:
-    sys.exit(f"diffzoo: {err}")
+    sys.exit(f"diffzoo: {', '.join(_files)}: {err}")
+validate_schema(_raw, "../schemas/params.schema.json", set_default=False)  # the schema derived from the same types
+write_yaml(PARAMS_FILE, _raw)
 
-EXPERIMENTS = list(PARAMS["experiments"])  # trained
-RUNS = pipeline.run_ids(PARAMS)  # sampled and evaluated: the experiments and the samplings
-PATHS = pipeline.paths(PARAMS)
+EXPERIMENTS = list(PARAMS.experiments)  # trained
+RUNS = PARAMS.run_ids  # sampled and evaluated: the experiments and the samplings
+PATHS = paths(PARAMS)
 REPORT_OUTPUTS = pipeline.report_outputs(PARAMS)
 
 
 def exp_path(key):
     """The path pattern of a per-experiment artifact, with the {exp} wildcard."""
-    return str(pipeline.paths(PARAMS, "{exp}")[key])
+    return str(paths(PARAMS, "{exp}")[key])
+
+
+def run_path(key):
+    """An input function: the artifact `key` of the job's run (a sampling's model is its experiment's)."""
+    return lambda w: str(paths(PARAMS, w.exp)[key])
 
 
 wildcard_constraints:

@@ -13,7 +13,7 @@ rule dataset:
         "logs/dataset.log",
     cache: True
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo dataset --params {params.file} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo dataset --params {params.file:q} 2> {log}"
 
 
 rule images:
@@ -30,7 +30,7 @@ rule images:
         "logs/images.log",
     cache: True
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo images --params {params.file} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo images --params {params.file:q} 2> {log}"
 
 
 rule latents:
@@ -48,7 +48,7 @@ rule latents:
         "logs/latents.log",
     cache: True
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo latents --params {params.file} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo latents --params {params.file:q} 2> {log}"
 
 
 rule reference:
@@ -66,4 +66,4 @@ rule reference:
         "logs/reference.log",
     cache: True
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo reference --params {params.file} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo reference --params {params.file:q} 2> {log}"

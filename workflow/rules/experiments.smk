@@ -21,14 +21,14 @@ rule train:
         "logs/train-{exp}.log",
     cache: True
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo train --params {params.file} --experiment {wildcards.exp} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo train --params {params.file:q} --experiment {wildcards.exp:q} 2> {log}"
 
 
 rule sample:
     resources:
         **pipeline.resources(PARAMS, "sample"),
     input:
-        model=lambda w: str(pipeline.paths(PARAMS, w.exp)["model"]),  # a sampling's: its experiment's
+        model=run_path("model"),  # a sampling's: its experiment's
         images=PATHS["images"],  # the real images' panel of the grid
         code=lambda w: pipeline.code_files("sample", PARAMS, w.exp),
     output:
@@ -41,7 +41,7 @@ rule sample:
         "logs/sample-{exp}.log",
     cache: True
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo sample --params {params.file} --experiment {wildcards.exp} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo sample --params {params.file:q} --experiment {wildcards.exp:q} 2> {log}"
 
 
 rule evaluate:
@@ -60,4 +60,4 @@ rule evaluate:
         "logs/evaluate-{exp}.log",
     cache: True
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo evaluate --params {params.file} --experiment {wildcards.exp} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo evaluate --params {params.file:q} --experiment {wildcards.exp:q} 2> {log}"

@@ -18,4 +18,4 @@ rule report:
     log:
         "logs/report.log",
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo report --params {params.file} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo report --params {params.file:q} 2> {log}"

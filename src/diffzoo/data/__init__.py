@@ -2,3 +2,5 @@
 
 Later stages read the shards only through `diffzoo.data.shards`.
 """
+
+SOURCES = ("digits", "imagenet-tar", "imagenet-folder", "imagenet-parquet")  # `data.source`; dataset.py reads each

@@ -64,14 +64,6 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def load_data_params(path):
-    """(data section, artifact paths) of a params file, for the --params mode of the data stages."""
-    from ..params import load_params, paths
-
-    params = load_params(path or "params.yaml")
-    return params["data"], paths(params)
-
-
 @contextlib.contextmanager
 def worker_map(workers: int | None) -> Iterator[Callable]:
     """Yield imap(fn, items, chunksize) -> ordered iterator; a process pool when workers > 1.

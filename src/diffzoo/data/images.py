@@ -8,7 +8,6 @@ still matches, so an interrupted run resumes where it stopped. index.json is wri
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -22,39 +21,12 @@ from PIL import Image
 
 from ..errors import DiffzooError
 from ..utils import atomic_path, remove_tree, write_json
-from ._util import (clean_stale, describe_error, load_data_params, read_json, strict_decoding, worker_map)
+from ._util import (clean_stale, describe_error, read_json, strict_decoding, worker_map)
 from .crop import center_crop_adm
 from .shards import INDEX_FORMAT, read_shard_meta
 
 CROP = "adm-center-crop/1"  # bump when the pixels a given input produces change
 DEFAULT_SHARD_SIZE = 10000
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--params", help="take every setting not given below from this params file's `data:` "
-                                    "section (src data/<name>/raw, out data/<name>/images-R); the default "
-                                    "when --src/--out/--resolution are absent")
-    p.add_argument("--src", help="output folder of `diffzoo dataset` (or any [train/]<class>/<files> tree)")
-    p.add_argument("--resolution", type=int, help="side R of the square crops (e.g. 256)")
-    p.add_argument("--out", help="folder for shard-*.npz and index.json")
-    p.add_argument("--shard-size", type=int, default=None,
-                   help=f"items per shard (default {DEFAULT_SHARD_SIZE}; memory ~ S*R*R*3 bytes)")
-    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: cores)")
-    p.add_argument("--max-per-class", type=int, metavar="N", help="first N files of each class (sorted)")
-
-
-def run(args) -> int:
-    src, out, res, size, cap = args.src, args.out, args.resolution, args.shard_size, args.max_per_class
-    if args.params or None in (src, out, res):
-        data, paths = load_data_params(args.params)
-        res = res or data["resolution"]
-        src = src or paths["raw"]
-        if out is None:  # data/<name>/images-<R>, R as overridden
-            out = Path(paths["images"]).with_name(f"images-{res}")
-        size = size or data["shard_size"]
-        cap = data["max_per_class"] if cap is None else cap
-    build_images(src, out, res, shard_size=size or DEFAULT_SHARD_SIZE, workers=args.workers, max_per_class=cap)
-    return 0
 
 
 def list_items(src, max_per_class: int | None = None) -> tuple[list[str], list[tuple[str, int, int]]]:

@@ -26,4 +26,5 @@ def create_diffusion(timestep_respacing, noise_schedule: str = "linear", use_kl:
                            prediction=prediction)
 
 
-__all__ = ["create_diffusion", "PREDICTIONS", "GaussianDiffusion", "SpacedDiffusion", "space_timesteps", "get_named_beta_schedule"]
+__all__ = ["create_diffusion", "PREDICTIONS", "GaussianDiffusion", "SpacedDiffusion", "space_timesteps",
+           "get_named_beta_schedule"]

@@ -149,7 +149,8 @@ class GaussianDiffusion:
 
     # ---- the reverse process -------------------------------------------------------------------
     def _predict_xstart_from_eps(self, x_t, t, eps):
-        return _gather(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - _gather(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps
+        return (_gather(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
+                - _gather(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps)
 
     def _predict_eps_from_xstart(self, x_t, t, pred_xstart):
         return (_gather(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - pred_xstart) / \
@@ -160,7 +161,8 @@ class GaussianDiffusion:
         if self.prediction == "eps":
             return self._predict_xstart_from_eps(x_t, t, out)
         if self.prediction == "v":  # x0 = sqrt(abar) x_t - sqrt(1 - abar) v
-            return _gather(self.sqrt_alphas_cumprod, t, x_t) * x_t - _gather(self.sqrt_one_minus_alphas_cumprod, t, x_t) * out
+            return (_gather(self.sqrt_alphas_cumprod, t, x_t) * x_t
+                    - _gather(self.sqrt_one_minus_alphas_cumprod, t, x_t) * out)
         return out
 
     def training_target(self, x_start, noise, t):
@@ -247,7 +249,8 @@ class GaussianDiffusion:
                 if method == "ddpm":
                     img = self.p_sample(model, img, t, clip_denoised, model_kwargs, noise=step_noise)["sample"]
                 else:
-                    img = self.ddim_sample(model, img, t, clip_denoised, model_kwargs, eta=eta, noise=step_noise)["sample"]
+                    img = self.ddim_sample(model, img, t, clip_denoised, model_kwargs, eta=eta,
+                                           noise=step_noise)["sample"]
         return img
 
     def p_sample_loop(self, model, shape, noise=None, clip_denoised=False, model_kwargs=None, device=None,
@@ -277,7 +280,8 @@ class GaussianDiffusion:
         x_t = self.q_sample(x_start, t, noise)
         terms: dict[str, torch.Tensor] = {}
         if self.loss_type == "kl":
-            terms["loss"] = self._vb_terms_bpd(model, x_start, x_t, t, False, model_kwargs)["output"] * self.num_timesteps
+            vb = self._vb_terms_bpd(model, x_start, x_t, t, False, model_kwargs)["output"]
+            terms["loss"] = vb * self.num_timesteps
             return terms
         if self.loss_type not in ("mse", "rescaled_mse"):
             raise ValueError(f"unknown loss_type {self.loss_type!r}")

@@ -71,3 +71,14 @@ def create_objective(name: str, **settings) -> Objective:
     if name not in OBJECTIVES:
         raise ValueError(f"unknown objective {name!r}; allowed: {', '.join(sorted(OBJECTIVES))}")
     return OBJECTIVES[name](**settings)
+
+
+def build_objective(name: str, learn_sigma: bool, sampling_steps: str, sampler: str = "ddpm",
+                    clip_denoised: bool = False, **objective_args) -> Objective:
+    """An experiment's objective from its settings: `sampling_steps` (respacing or Euler steps),
+    `sampler` and `clip_denoised` (pixel space) for ddpm; `objective_args` as model.json keeps them
+    (ddpm: prediction, noise_schedule)."""
+    if name == "ddpm":
+        return create_objective("ddpm", learn_sigma=learn_sigma, sampling_steps=sampling_steps, sampler=sampler,
+                                clip_denoised=clip_denoised, **objective_args)
+    return create_objective(name, sampling_steps=int(sampling_steps), **objective_args)

@@ -122,5 +122,6 @@ def format_metrics(m: dict) -> str:
 def write_metrics(m: dict, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(m, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o)) + "\n")
+    text = json.dumps(m, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))
+    out.write_text(text + "\n")
     return out

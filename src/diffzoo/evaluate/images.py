@@ -118,7 +118,8 @@ class NpzImages(ImageSource):
                 names = zf.namelist()
                 if f"{key}.npy" not in names:
                     keys = ", ".join(n[:-4] for n in names) or "nothing"
-                    raise DiffzooError(f"{path}: no '{key}' array (holds {keys}); ADM sample files keep images in arr_0")
+                    raise DiffzooError(f"{path}: no '{key}' array (holds {keys}); ADM sample files keep images "
+                                       "in arr_0")
                 with zf.open(f"{key}.npy") as fp:
                     shape, fortran, dtype = _npy_header(fp)
                 labels = np.load(zf.open("labels.npy")) if "labels.npy" in names else None
@@ -223,7 +224,8 @@ class FolderImages(ImageSource):
                 with Image.open(f) as im:
                     arr = np.asarray(im.convert("RGB"))
                 if arr.shape[:2] != (self.height, self.width):
-                    raise DiffzooError(f"{f}: {arr.shape[1]}x{arr.shape[0]} image among {self.width}x{self.height} ones")
+                    raise DiffzooError(f"{f}: {arr.shape[1]}x{arr.shape[0]} image among "
+                                       f"{self.width}x{self.height} ones")
                 batch.append(arr)
             yield np.stack(batch)
 

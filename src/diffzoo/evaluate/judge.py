@@ -45,3 +45,12 @@ def judge_accuracy(images: np.ndarray, labels: np.ndarray) -> float:
     if len(images) == 0:
         raise DiffzooError("no images to judge")
     return float((digits_judge().predict(to_scan(images)) == np.asarray(labels)).mean())
+
+
+def judge_source(source) -> float:
+    """judge_accuracy of a labelled ImageSource (samples file, shards, ...)."""
+    if source.labels is None:
+        raise DiffzooError(f"{source.path} holds no labels: the judge checks the class a sample was drawn for")
+    import numpy as np
+
+    return judge_accuracy(source.take(np.arange(source.num_images)), source.labels)

@@ -99,7 +99,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     diff = mu1 - mu2
     covmean = _sqrtm(sigma1.dot(sigma2))
     if not np.isfinite(covmean).all():
-        warnings.warn(f"Frechet distance: singular product; adding {eps} to the covariance diagonals")
+        warnings.warn(f"Frechet distance: singular product; adding {eps} to the covariance diagonals",
+                      stacklevel=2)
         offset = np.eye(sigma1.shape[0]) * eps
         covmean = _sqrtm((sigma1 + offset).dot(sigma2 + offset))
     if np.iscomplexobj(covmean):

@@ -200,3 +200,39 @@ def reference_features(ref: Reference, extractor, batch_size: int = 100,
         cached.parent.mkdir(parents=True, exist_ok=True)
         np.save(cached, feats)
     return feats
+
+
+CLASSIFIER = "classifier.safetensors"
+REFERENCE = "reference.npz"
+REAL = "real.json"
+
+
+def build_classifier_reference(images: str | Path, out_dir: Path, classifier: dict, batch_size: int,
+                               distance_dtype: str, judge: bool = False, device: str | None = None) -> dict:
+    """The in-domain reference of a data set without Inception weights, in `out_dir`:
+    classifier.safetensors (the CNN trained on the training split of `images`, with `classifier`'s
+    settings), reference.npz (that split's statistics) and real.json (the held-out split evaluated
+    against it as any sample file: the tables' "real data" row, the floor a perfect generator would
+    reach at that sample count; with `judge`, the digits judge's accuracy too). Returns real.json."""
+    from ..utils import write_json
+    from .classifier import heldout_mask, train_classifier
+    from .evaluator import evaluate
+    from .features import load_extractor
+    from .images import ArrayImages
+
+    info = train_classifier(images, out_dir / CLASSIFIER, **classifier)
+    print(f"classifier: held-out accuracy {info['heldout_accuracy']:.4f} on {info['num_heldout']} images")
+    source = open_images(images)
+    held = heldout_mask(source.num_images)
+    split = {name: ArrayImages(source.take(np.flatnonzero(rows)), source.labels[rows], path=f"{images} ({name} split)")
+             for name, rows in (("training", ~held), ("held-out", held))}
+    extractor = load_extractor("classifier", out_dir / CLASSIFIER, device)
+    compute_reference(split["training"], extractor, out_dir / REFERENCE, batch_size=batch_size, cache_dir=None)
+    real = evaluate(split["held-out"], out_dir / REFERENCE, extractor, batch_size=batch_size,
+                    distance_dtype=distance_dtype, cache_dir=None)
+    if judge:
+        from .judge import judge_source
+        real["judge_accuracy"] = judge_source(split["held-out"])
+    real["experiment"] = "real data"
+    write_json(out_dir / REAL, real)
+    return real

@@ -123,36 +123,30 @@ def _rows(source, classes: list[int], per_class: int) -> dict[int, np.ndarray]:
     return first_per_class(source.batches(1024), source.labels, classes, per_class)
 
 
-def _real(params: dict, per_class: int):
-    """(class names, the rows shown, the real images' rows) from the images stage."""
+def _real(images_dir: Path, per_class: int):
+    """(class names, the rows shown, the real images' rows) from the images stage's shards."""
     from ..evaluate.images import open_images
-    from ..params import paths
 
-    real = open_images(paths(params)["images"])
+    real = open_images(images_dir)
     names = _class_names(real)
     shown = list(range(min(GRID_CLASSES, len(names))))
     return names, shown, _rows(real, shown, per_class)
 
 
-def save_run_grid(params: dict, run_id: str, samples_path: Path, out: Path) -> None:
-    """A run's grid: the real images' panel beside its samples', sample.grid images per class."""
+def save_run_grid(images_dir: Path, samples: Path, run_id: str, per_class: int, out: Path) -> None:
+    """A run's grid: the real images' panel beside its samples', `per_class` images per class."""
     from ..evaluate.images import open_images
-    from ..params import experiment
 
-    per_class = experiment(params, run_id)["sample"]["grid"]
-    names, shown, real_rows = _real(params, per_class)
-    panels = [("real data", real_rows), (run_id, _rows(open_images(samples_path), shown, per_class))]
+    names, shown, real_rows = _real(images_dir, per_class)
+    panels = [("real data", real_rows), (run_id, _rows(open_images(samples), shown, per_class))]
     save_png(class_grid(panels, names, per_class), out)
 
 
-def save_overview(params: dict, out: Path) -> None:
-    """Every run of the params file side by side, after the real images."""
+def save_overview(images_dir: Path, runs: dict[str, Path], per_class: int, out: Path) -> None:
+    """Every run (id -> samples file) side by side, after the real images."""
     from ..evaluate.images import open_images
-    from ..params import experiment, paths, run_ids
 
-    runs = run_ids(params)
-    cols = min([OVERVIEW_COLS] + [experiment(params, r)["sample"]["grid"] for r in runs])
-    names, shown, real_rows = _real(params, cols)
-    panels = [("real data", real_rows)] + [(r, _rows(open_images(paths(params, r)["samples"]), shown, cols))
-                                           for r in runs]
+    cols = min(OVERVIEW_COLS, per_class)
+    names, shown, real_rows = _real(images_dir, cols)
+    panels = [("real data", real_rows)] + [(r, _rows(open_images(path), shown, cols)) for r, path in runs.items()]
     save_png(class_grid(panels, names, cols, wrap=OVERVIEW_WRAP), out)

@@ -1,23 +1,21 @@
-"""`diffzoo report`: the papers' tables with our rows beside the published ones, and the plots.
+"""The papers' tables with our rows beside the published ones, and the plots (`diffzoo report`).
 
 A table is named in params.yaml `report.tables`: "default" (and "digits_scaling") hold our
-experiments only; a paper's name (see TABLES) adds that paper's published rows from papers.yaml. Every row names the feature
-extractor its metrics came from: published rows are the ADM suite's Inception; ours are whatever
-evaluate.feature_extractor was. Numbers from different extractors are never comparable, so the
-column is always there and the FID-vs-Gflops plot draws each extractor as its own series.
+experiments only; a paper's name (see TABLES) adds that paper's published rows from papers.yaml.
+Every row names the feature extractor its metrics came from: published rows are the ADM suite's
+Inception; ours are whatever evaluate.feature_extractor was. Numbers from different extractors are
+never comparable, so the column is always there and the FID-vs-Gflops plot draws each extractor as
+its own series.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
-import json
 import math
 from pathlib import Path
 
-from ..errors import DiffzooError
 from ..utils import atomic_path
-from .published import load_papers
+from .published import TABLES, load_papers
 
 COLUMNS = ["source", "experiment", "model", "setting", "features", "fid", "sfid", "is", "precision", "recall",
            "class_acc", "judge_acc", "params", "gflops", "train_images", "gpu_hours"]
@@ -68,60 +66,42 @@ def published_rows(table: str) -> list[dict]:
 
 
 OURS_ONLY = ("default", "digits_scaling")  # tables of our rows alone (the embedded data's presets)
-TABLES = ["default", "digits_scaling", "dit_table4", "dit_imagenet256", "dit_imagenet512", "diffussm_imagenet256",
-          "dis_imagenet256", "dit_moe_imagenet256"]
 
 
-def _metric_columns(metrics: dict) -> dict:
+def metric_columns(metrics: dict) -> dict:
+    """The table's metric columns from a metrics.json."""
     return {"features": metrics["feature_extractor"]["name"], "fid": metrics.get("fid"), "sfid": metrics.get("sfid"),
             "is": metrics.get("inception_score"), "precision": metrics.get("precision"),
             "recall": metrics.get("recall"), "class_acc": metrics.get("class_accuracy"),
             "judge_acc": metrics.get("judge_accuracy")}
 
 
-def objective_label(exp: dict) -> str:
+def objective_label(run) -> str:
     """"ddpm", or with the small-scale options named: "ddpm (v-prediction, cosine)"."""
-    t = exp["train"]
-    options = [f"{t['prediction']}-prediction" if t["prediction"] not in (None, "eps") else None,
-               t["noise_schedule"] if t["noise_schedule"] not in (None, "linear") else None]
-    options = [o for o in options if o and exp["objective"] == "ddpm"]
-    return exp["objective"] + (f" ({', '.join(options)})" if options else "")
+    t = run.train
+    options = [f"{t.prediction}-prediction" if t.prediction not in (None, "eps") else None,
+               t.noise_schedule if t.noise_schedule not in (None, "linear") else None]
+    options = [o for o in options if o and run.objective == "ddpm"]
+    return run.objective + (f" ({', '.join(options)})" if options else "")
 
 
-def real_row(params: dict) -> dict | None:
-    """The floor: held-out real images evaluated as a sample file (the classifier's reference only)."""
-    from ..evaluate.stage import REAL
-    from ..params import paths
-
-    path = paths(params)["reference"] / REAL
-    if not path.is_file():
-        return None
-    m = json.loads(path.read_text())
+def real_row(metrics: dict) -> dict:
+    """The floor: held-out real images evaluated as a sample file."""
     return {"source": "diffzoo", "experiment": "real data", "model": "-",
-            "setting": f"{m['samples']['num_images']} held-out real images", **_metric_columns(m)}
+            "setting": f"{metrics['samples']['num_images']} held-out real images", **metric_columns(metrics)}
 
 
-def our_rows(params: dict) -> list[dict]:
-    from ..params import experiment, paths, run_ids
-
-    rows = [r for r in [real_row(params)] if r]
-    for exp_id in run_ids(params):  # experiments, then samplings (their experiment's training)
-        exp, p = experiment(params, exp_id), paths(params, exp_id)
-        for key, stage in (("metrics", "evaluate"), ("train_metrics", "train")):
-            if not p[key].is_file():
-                raise DiffzooError(f"{p[key]} does not exist: run the {stage} stage of {exp_id!r} first")
-        metrics = json.loads(p["metrics"].read_text())
-        train = json.loads(p["train_metrics"].read_text())
-        s = exp["sample"]
-        sampler = "Euler" if exp["objective"] == "rectified_flow" else s["sampler"].upper()
-        setting = f"{objective_label(exp)}, {train['steps']} steps, {s['num_samples']} samples, " \
-                  f"{s['sampling_steps'].removeprefix('ddim')} {sampler} steps" + \
-                  (f", cfg {s['cfg_scale']} ({s['guidance']})" if s["cfg_scale"] > 1 else "")
-        rows.append({"source": "diffzoo", "experiment": exp_id, "model": exp["model"], "setting": setting,
-                     "objective": objective_label(exp), "cfg": s["cfg_scale"],
-                     **_metric_columns(metrics), "params": train["params"], "gflops": train["gflops"], "train_images": train["images_seen"],
-                     "gpu_hours": train["gpu_hours"]})
-    return rows
+def our_row(run, metrics: dict, train: dict) -> dict:
+    """A run's row from its metrics.json and its training summary (results/train/<id>.json)."""
+    s = run.sample
+    sampler = "Euler" if run.objective == "rectified_flow" else s.sampler.upper()
+    setting = (f"{objective_label(run)}, {train['steps']} steps, {s.num_samples} samples, "
+               f"{s.sampling_steps.removeprefix('ddim')} {sampler} steps"
+               + (f", cfg {s.cfg_scale} ({s.guidance})" if s.cfg_scale > 1 else ""))
+    return {"source": "diffzoo", "experiment": run.id, "model": run.model, "setting": setting,
+            "objective": objective_label(run), "cfg": s.cfg_scale, **metric_columns(metrics),
+            "params": train["params"], "gflops": train["gflops"], "train_images": train["images_seen"],
+            "gpu_hours": train["gpu_hours"]}
 
 
 def _fmt(value, col: str) -> str:
@@ -228,22 +208,17 @@ def plot_fid_vs_gflops(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_losses(params: dict, path: Path) -> None:
-    """Training loss per experiment, one panel per objective (their losses are different quantities)."""
+def plot_losses(groups: dict[str, dict[str, Path]], path: Path) -> None:
+    """Training loss per experiment (label -> {experiment: loss TSV}), one panel per objective: their
+    losses are different quantities."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..params import paths
-
-    groups: dict[str, list[str]] = {}
-    for exp_id, exp in params["experiments"].items():
-        groups.setdefault(objective_label(exp), []).append(exp_id)
     fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4), squeeze=False)
-    for ax, (label, exp_ids) in zip(axes[0], sorted(groups.items()), strict=True):
-        for exp_id in exp_ids:
-            lines = paths(params, exp_id)["train_log"].read_text().splitlines()[1:]
-            rows = [line.split("\t") for line in lines if line]
+    for ax, (label, logs) in zip(axes[0], sorted(groups.items()), strict=True):
+        for exp_id, tsv in logs.items():
+            rows = [line.split("\t") for line in tsv.read_text().splitlines()[1:] if line]
             ax.plot([int(r[0]) for r in rows], [float(r[1]) for r in rows], label=exp_id)
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("step")
@@ -257,11 +232,11 @@ def plot_losses(params: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def report(params: dict, out: Path = Path("results")) -> list[Path]:
-    ours = our_rows(params)
-    written = []
-    all_rows = list(ours)
-    for table in params["report"]["tables"]:
+def write_tables(tables: list[str], ours: list[dict], out: Path) -> tuple[list[Path], list[dict]]:
+    """results/tables/<table>.{md,csv,tex}: each table's published rows above ours. Returns the
+    files and every row drawn (ours and the published ones) for the plots."""
+    written, all_rows = [], list(ours)
+    for table in tables:
         rows = published_rows(table) + ours
         all_rows += [r for r in rows if r["source"] != "diffzoo"]
         for ext, text in render(rows).items():
@@ -269,21 +244,4 @@ def report(params: dict, out: Path = Path("results")) -> list[Path]:
             with atomic_path(path) as tmp:
                 tmp.write_text(text)
             written.append(path)
-    plot_fid_vs_gflops(all_rows, out / "plots" / "fid_vs_gflops.png")
-    plot_losses(params, out / "plots" / "loss.png")
-    from .figures import OVERVIEW, save_overview
-    save_overview(params, out / OVERVIEW)
-    return written + [out / "plots" / "fid_vs_gflops.png", out / "plots" / "loss.png", out / OVERVIEW]
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-
-
-def run(args) -> int:
-    from ..params import load_params
-
-    params = load_params(args.params)
-    for path in report(params):
-        print(path)
-    return 0
+    return written, all_rows

@@ -1,14 +1,17 @@
-"""`diffzoo reference-stats IMAGES --out REF.npz`: ADM-format reference statistics (mu, sigma, mu_s,
-sigma_s, arr_0) of a data set's images for one feature extractor, cached by content."""
+"""ADM-format reference statistics of a data set's images for one feature extractor, cached by content
+
+`diffzoo reference-stats IMAGES --out REF.npz`: mu, sigma, mu_s, sigma_s and arr_0 as ADM's
+reference batches hold them.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 
+from .evaluate import add_extractor_arguments, extractor_from_args
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from .command import add_extractor_arguments
-
     p.add_argument("images", help="images-stage shard dir (index.json), image folder or ADM npz")
     p.add_argument("--out", required=True, help="reference .npz to write")
     add_extractor_arguments(p, default="inception")
@@ -17,8 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from .command import extractor_from_args
-    from .reference import compute_reference, default_cache_dir
+    from ..evaluate.reference import compute_reference, default_cache_dir
 
     extractor = extractor_from_args(args)
     cache = default_cache_dir() if args.cache_dir is None else (args.cache_dir or None)

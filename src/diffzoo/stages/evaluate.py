@@ -1,8 +1,24 @@
-"""`diffzoo evaluate SAMPLES.npz --ref REF.npz`: ADM's evaluator in PyTorch; prints the five numbers
-(IS, FID, sFID, Precision, Recall) and writes metrics.json. Usable on its own as a drop-in."""
+"""FID, sFID, IS, Precision, Recall of a sample file (ADM definitions)
+
+Two forms:
+- `diffzoo evaluate --params P --experiment ID` (the pipeline): the run's samples against the
+  reference stage's output, written to results/metrics/<ID>.json (with the digits judge's accuracy
+  on the default data set);
+- `diffzoo evaluate SAMPLES.npz --ref REF.npz`: ADM's evaluator in PyTorch as a drop-in; prints the
+  five numbers (IS, FID, sFID, Precision, Recall) and writes metrics.json.
+"""
 from __future__ import annotations
 
 import argparse
+
+from ..errors import DiffzooError
+
+CODE = ["evaluate/*.py", "stages/evaluate.py"]
+GPUS = 1
+
+
+def params_slice(params, run_id=None) -> dict:
+    return {"evaluate": params.evaluate.model_dump(mode="json")}
 
 
 def add_extractor_arguments(p: argparse.ArgumentParser, default: str | None = None) -> None:
@@ -15,20 +31,50 @@ def add_extractor_arguments(p: argparse.ArgumentParser, default: str | None = No
     p.add_argument("--no-download", action="store_true", help="never try to download Inception weights")
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--cache-dir", default=None,
-                   help="cache of reference features/statistics by content (default ~/.cache/diffzoo/evaluate; '' = off)")
+    p.add_argument("--cache-dir", default=None, help="cache of reference features/statistics by content "
+                                                     "(default ~/.cache/diffzoo/evaluate; '' = off)")
 
 
 def extractor_from_args(args, recorded: str | None = None):
-    from .features import load_extractor
+    from ..evaluate.features import load_extractor
 
     name = args.extractor or recorded or "inception"
     weights = args.inception_weights if name == "inception" else args.classifier_weights
     return load_extractor(name, weights, args.device, allow_download=not args.no_download)
 
 
+def evaluate_run(params, run_id: str, device: str | None = None) -> dict:
+    """A run's samples against the reference stage's output -> results/metrics/<id>.json."""
+    from ..evaluate.evaluator import evaluate, format_metrics
+    from ..evaluate.features import load_extractor
+    from ..evaluate.images import open_images
+    from ..evaluate.reference import CLASSIFIER, REFERENCE
+    from ..params import paths
+    from ..utils import write_json
+
+    params.run(run_id)
+    where, ev = paths(params, run_id), params.evaluate
+    if not where["samples"].is_file():
+        raise DiffzooError(f"{where['samples']} does not exist: run the sample stage of {run_id!r} first")
+    if ev.feature_extractor == "classifier":
+        extractor = load_extractor("classifier", where["reference"] / CLASSIFIER, device)
+    else:
+        extractor = load_extractor("inception", ev.inception_weights, device)
+    samples = open_images(where["samples"])
+    metrics = evaluate(samples, where["reference"] / REFERENCE, extractor, batch_size=ev.batch_size,
+                       distance_dtype=ev.pr_distance_dtype, cache_dir=None)
+    if params.data.source == "digits":
+        from ..evaluate.judge import judge_source
+        metrics["judge_accuracy"] = judge_source(samples)
+    metrics["experiment"] = run_id
+    write_json(where["metrics"], metrics)
+    print(f"{run_id}:\n{format_metrics(metrics)}")
+    return metrics
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("samples", nargs="?", help="ADM sample file (.npz, arr_0 uint8 NHWC), images-stage shard dir or image folder")
+    p.add_argument("samples", nargs="?", help="ADM sample file (.npz, arr_0 uint8 NHWC), images-stage shard dir "
+                                              "or image folder")
     p.add_argument("--ref", help="reference: ADM reference batch or `diffzoo reference-stats` output")
     p.add_argument("--params", default=None, help="pipeline mode: evaluate --experiment's samples as params.yaml says")
     p.add_argument("--experiment", default=None, help="pipeline mode: experiment or sampling id from params.yaml")
@@ -45,21 +91,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..errors import DiffzooError
-
     if args.params is not None or args.experiment is not None:
         from ..params import load_params
-        from .stage import evaluate_experiment
 
         if args.experiment is None:
             raise DiffzooError("--params needs --experiment ID")
-        evaluate_experiment(load_params(args.params or "params.yaml"), args.experiment, args.device)
+        evaluate_run(load_params(args.params or "params.yaml"), args.experiment, args.device)
         return 0
     if args.samples is None or args.ref is None:
         raise DiffzooError("give SAMPLES and --ref REF (or --params P --experiment ID for the pipeline)")
-    from .evaluator import check_resolution, evaluate, format_metrics, write_metrics
-    from .images import open_images
-    from .reference import load_reference
+    from ..evaluate.evaluator import check_resolution, evaluate, format_metrics, write_metrics
+    from ..evaluate.images import open_images
+    from ..evaluate.reference import load_reference
 
     samples = open_images(args.samples)   # cheap checks first: shape, dtype, reference
     ref = load_reference(args.ref)

@@ -1,4 +1,7 @@
-"""`diffzoo models`: the registry with parameter counts and forward Gflops (batch 1)."""
+"""list registered backbones with parameters and Gflops
+
+`diffzoo models [PATTERN]`: the registry with parameter counts and forward Gflops (batch 1).
+"""
 from __future__ import annotations
 
 import argparse

@@ -1,5 +1,8 @@
-"""`diffzoo train-classifier IMAGES --out CLS.safetensors`: the in-domain feature extractor for the
-default data set, trained deterministically on its real images (held-out accuracy in CLS.json)."""
+"""train the in-domain digits classifier used as feature extractor (deterministic, CPU)
+
+`diffzoo train-classifier IMAGES --out CLS.safetensors`: the in-domain feature extractor for the
+default data set, trained deterministically on its real images (held-out accuracy in CLS.json).
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +10,8 @@ import json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("images", help="images-stage shard dir (index.json with labels), class folders or ADM npz with labels")
+    p.add_argument("images", help="images-stage shard dir (index.json with labels), class folders or ADM npz "
+                                  "with labels")
     p.add_argument("--out", required=True, help="weights .safetensors to write (config JSON beside it)")
     # Unset options take train_classifier's defaults (one place).
     p.add_argument("--epochs", type=int)
@@ -20,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from .classifier import train_classifier
+    from ..evaluate.classifier import train_classifier
 
     given = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "seed", "width", "feature_dim", "noise_aug")}
     cfg = train_classifier(args.images, args.out, **{k: v for k, v in given.items() if v is not None})

@@ -1,5 +1,7 @@
-"""`diffzoo cost --params P`: estimated GPU-hours per experiment (also printed by the Snakefile
-before a run starts)."""
+"""estimated GPU-hours of every experiment in a params file
+
+`diffzoo cost --params P` (also printed by the Snakefile before a run starts).
+"""
 from __future__ import annotations
 
 

@@ -1,0 +1,126 @@
+"""Where a GPU stage runs: the process group, the device, the launch over every GPU and SLURM node.
+
+`launch_command` / `relaunch_under_torchrun`: a stage started as one process on a machine with several
+GPUs, or inside a multi-node SLURM allocation, replaces itself by torchrun (one per node, started by
+srun from a batch script) so that `diffzoo train` is one command for 1 or N GPUs.
+`setup_process` joins the group torchrun set up and picks this rank's device; `distribute` wraps the
+model for DDP or shards it with FSDP2.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from .errors import DiffzooError
+
+RENDEZVOUS_PORT = 29500
+
+
+@dataclass(frozen=True)
+class Process:
+    """This process's place in the job: world size, rank and device."""
+
+    world: int
+    rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+            dist.destroy_process_group()
+
+
+def setup_process(device: str | None = None) -> Process:
+    """Join torchrun's process group (if any) and take this rank's GPU (or the CPU); TF32 matmuls and
+    convolutions on CUDA, as the official DiT train.py and sample_ddp.py allow them."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        import torch.distributed as dist
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = torch.device(device or (f"cuda:{local}" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return Process(world, rank, dev)
+
+
+def distribute(model: torch.nn.Module, ema: torch.nn.Module, world: int, sharded: bool,
+               device: torch.device) -> torch.nn.Module:
+    """The module the training step calls: the model itself on one process; under torchrun a DDP
+    replica, or with `sharded` the model and its EMA sharded in place with FSDP2 (`fully_shard` on
+    every repeated block, then on the root), so weights, gradients, EMA and optimizer state are split
+    over the GPUs and only one block's full weights are gathered at a time. The EMA update then runs
+    shard by shard; checkpoints gather full state dicts, so they load on any GPU count."""
+    if world == 1:
+        return model
+    if not sharded:
+        ids = [device.index] if device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    from torch.distributed.fsdp import fully_shard
+
+    for m in (model, ema):
+        for block in m.repeated_blocks():
+            fully_shard(block)
+        fully_shard(m)
+    return model
+
+
+def launch_command(argv: list[str], env: dict, gpus: int, hostnames=None) -> list[str] | None:
+    """The command that runs `diffzoo ARGV` on every GPU it was given, or None where this process is
+    the right one (already under torchrun, or a single GPU on a single node).
+
+    One node with several GPUs: torchrun --standalone. Several nodes of a SLURM allocation
+    (SLURM_JOB_NUM_NODES > 1): one torchrun per node (started by srun from the batch script, or this
+    task inside an srun step of one task per node), meeting at the first node's c10d rendezvous.
+    `hostnames()` lists the allocation's nodes (scontrol by default).
+    """
+    if "LOCAL_RANK" in env:
+        return None
+    torchrun = [sys.executable, "-m", "torch.distributed.run"]
+    nodes = int(env.get("SLURM_JOB_NUM_NODES", "1"))
+    if nodes > 1:
+        if "SLURM_JOB_NODELIST" not in env:
+            raise DiffzooError(f"SLURM_JOB_NUM_NODES is {nodes} but SLURM_JOB_NODELIST is not set")
+        head = (hostnames or _slurm_hostnames)(env["SLURM_JOB_NODELIST"])[0]
+        # From the batch script srun starts one torchrun per node; inside an srun step (one task per
+        # node already) this task becomes its node's torchrun.
+        srun = [] if "SLURM_STEP_ID" in env else ["srun", f"--nodes={nodes}", "--ntasks-per-node=1"]
+        return [*srun, *torchrun, f"--nnodes={nodes}", f"--nproc_per_node={max(gpus, 1)}", "--rdzv_backend=c10d",
+                f"--rdzv_endpoint={head}:{RENDEZVOUS_PORT}", f"--rdzv_id={env.get('SLURM_JOB_ID', 'diffzoo')}",
+                "-m", "diffzoo.cli", *argv]
+    if gpus > 1:
+        return [*torchrun, "--standalone", f"--nproc_per_node={gpus}", "-m", "diffzoo.cli", *argv]
+    return None
+
+
+def _slurm_hostnames(nodelist: str) -> list[str]:
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], check=True, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError) as err:
+        raise DiffzooError(f"cannot list the nodes of this SLURM allocation ({nodelist!r}) with scontrol: "
+                           f"{err}") from None
+    return out.stdout.split()
+
+
+def relaunch_under_torchrun(argv: list[str]) -> None:
+    """Replace this process by the launch over every GPU of this machine or allocation, if needed."""
+    cmd = launch_command(argv, dict(os.environ), torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    if cmd:
+        print("launching: " + " ".join(cmd), file=sys.stderr, flush=True)
+        os.execvp(cmd[0], cmd)

@@ -1,0 +1,73 @@
+"""N samples of a trained model, in resumable parts, assembled into one ADM-format npz.
+
+Sample i's label and all of its noise come from a generator seeded by (seed, i), so the samples do
+not depend on the batch size, the number of GPUs or on resumption. Work is split in parts of
+`batch_size` samples, each written atomically to `<parts_dir>/part-NNNNN.npz`; a rerun skips
+finished parts, and rank r of W takes parts r, r + W, ... `assemble` writes the final npz (arr_0
+uint8 NHWC, labels) atomically.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .diffusion.gaussian_diffusion import randint, randn
+from .latents import to_uint8
+from .params import SampleConfig
+from .runtime import Process
+from .utils import atomic_path
+
+SEED_STRIDE = 1 << 32
+
+
+def sample_generators(seed: int, indices, device="cpu") -> list[torch.Generator]:
+    return [torch.Generator(device=device).manual_seed(seed * SEED_STRIDE + int(i)) for i in indices]
+
+
+def part_path(parts_dir: Path, k: int) -> Path:
+    return parts_dir / f"part-{k:05d}.npz"
+
+
+def sample_parts(model_fn, objective, codec, shape: list[int], num_classes: int, cfg: SampleConfig, parts_dir: Path,
+                 proc: Process, name: str = "sample") -> int:
+    """Draw this rank's missing parts of cfg.num_samples samples into `parts_dir`; returns the number
+    of parts of the whole run."""
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    n, bs = cfg.num_samples, cfg.batch_size
+    n_parts = math.ceil(n / bs)
+    todo = [k for k in range(proc.rank, n_parts, proc.world) if not part_path(parts_dir, k).exists()]
+    progress = None
+    if proc.is_main and sys.stderr.isatty():
+        from tqdm.auto import tqdm
+        progress = tqdm(total=len(todo), desc=name)
+    for k in todo:
+        idx = range(k * bs, min(n, (k + 1) * bs))
+        gens = sample_generators(cfg.seed, idx)
+        labels = randint(num_classes, (len(gens),), gens)
+        noise = randn((len(gens), *shape), gens)
+        with torch.no_grad():
+            z = objective.sample(model_fn, noise.to(proc.device), {"y": labels.to(proc.device)}, generator=gens)
+            images = to_uint8(codec.decode(z))
+        if images.shape[-1] == 1:  # grey: the ADM format has three channels
+            images = np.repeat(images, 3, axis=-1)
+        with atomic_path(part_path(parts_dir, k)) as tmp, open(tmp, "wb") as f:
+            np.savez(f, arr_0=images, labels=labels.numpy())
+        if progress:
+            progress.update(1)
+    if progress:
+        progress.close()
+    return n_parts
+
+
+def assemble(parts_dir: Path, n_parts: int, out: Path) -> np.ndarray:
+    """The parts, in order, as one npz (arr_0, labels); returns the images."""
+    parts = [np.load(part_path(parts_dir, k)) for k in range(n_parts)]
+    arr = np.concatenate([q["arr_0"] for q in parts])
+    labels = np.concatenate([q["labels"] for q in parts])
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        np.savez(f, arr_0=arr, labels=labels)
+    return arr

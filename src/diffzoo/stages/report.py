@@ -1,0 +1,74 @@
+"""the papers' tables (published rows beside ours) and the plots
+
+`diffzoo report --params P`: results/tables/<table>.{md,csv,tex} for every `report.tables` entry,
+results/plots/fid_vs_gflops.png, loss.png and samples.png (every run's samples side by side), from
+the metrics and training summaries of every run (diffzoo.report holds the tables and figures).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import DiffzooError
+from ..params import load_params, paths
+
+CODE = ["report/*.py", "report/papers.yaml", "stages/report.py"]
+
+
+def params_slice(params, run_id=None) -> dict:
+    return {"report": params.report.model_dump(mode="json"),
+            "experiments": {k: e.model for k, e in params.experiments.items()},
+            "samplings": {k: s.experiment for k, s in params.samplings.items()}}
+
+
+def _read(path: Path, stage: str, run_id: str) -> dict:
+    if not path.is_file():
+        raise DiffzooError(f"{path} does not exist: run the {stage} stage of {run_id!r} first")
+    return json.loads(path.read_text())
+
+
+def our_rows(params) -> list[dict]:
+    """The real-data row (when the reference has one), then every experiment and sampling."""
+    from ..evaluate.reference import REAL
+    from ..report.tables import our_row, real_row
+
+    real = paths(params)["reference"] / REAL
+    rows = [real_row(json.loads(real.read_text()))] if real.is_file() else []
+    for run_id in params.run_ids:
+        where = paths(params, run_id)
+        rows.append(our_row(params.run(run_id), _read(where["metrics"], "evaluate", run_id),
+                            _read(where["train_metrics"], "train", run_id)))
+    return rows
+
+
+def report(params, out: Path = Path("results")) -> list[Path]:
+    from ..report.figures import OVERVIEW, save_overview
+    from ..report.tables import objective_label, plot_fid_vs_gflops, plot_losses, write_tables
+
+    written, all_rows = write_tables(params.report.tables, our_rows(params), out)
+    plot_fid_vs_gflops(all_rows, out / "plots" / "fid_vs_gflops.png")
+    groups: dict[str, dict[str, Path]] = {}
+    for exp_id in params.experiments:
+        groups.setdefault(objective_label(params.run(exp_id)), {})[exp_id] = paths(params, exp_id)["train_log"]
+    plot_losses(groups, out / "plots" / "loss.png")
+    per_class = min(params.run(r).sample.grid for r in params.run_ids)
+    save_overview(paths(params)["images"], {r: paths(params, r)["samples"] for r in params.run_ids}, per_class,
+                  out / OVERVIEW)
+    return written + [out / "plots" / "fid_vs_gflops.png", out / "plots" / "loss.png", out / OVERVIEW]
+
+
+def outputs(params) -> list[str]:
+    """What the report writes (the Snakefile's report rule outputs)."""
+    out = [f"results/tables/{table}.{ext}" for table in params.report.tables for ext in ("md", "csv", "tex")]
+    return out + ["results/plots/fid_vs_gflops.png", "results/plots/loss.png", "results/plots/samples.png"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+
+
+def run(args) -> int:
+    for path in report(load_params(args.params)):
+        print(path)
+    return 0
