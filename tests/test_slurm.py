@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from diffzoo import pipeline
+from diffzoo import estimate
 from diffzoo.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +51,6 @@ def test_slurm_dry_run_requests_gpus_per_rule(tmp_path):
         assert not any("gres" in v for v in jobs[rule].values())
     # Time limits follow the estimated work: 7M steps of DiT-XL/2 on 8 GPUs, doubled.
     exp = next(iter(params.experiments))
-    assert int(jobs["train"]["runtime"]) == pipeline.runtime_minutes(params, "train", exp)
-    hours = 7e6 * 256 * 3 * 2 * 118.6e9 / (pipeline.ASSUMED_MFU * pipeline.H100_BF16_PEAK) / 3600
+    assert int(jobs["train"]["runtime"]) == estimate.runtime_minutes(params, "train", exp, 8)
+    hours = 7e6 * 256 * 3 * 2 * 118.6e9 / (estimate.ASSUMED_MFU * estimate.H100_BF16_PEAK) / 3600
     assert int(jobs["train"]["runtime"]) == pytest.approx(2 * hours / 8 * 60, rel=0.01)

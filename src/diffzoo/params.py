@@ -25,9 +25,10 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StringConst
 from pydantic_core import PydanticCustomError
 
 from .data import SOURCES
-from .diffusion.gaussian_diffusion import NOISE_SCHEDULES, PREDICTIONS
+from .diffusion.gaussian_diffusion import NOISE_SCHEDULES, PREDICTIONS, SAMPLERS
 from .diffusion.objective import OBJECTIVES
 from .errors import DiffzooError
+from .models.layers import GUIDANCE_MODES
 from .report.published import TABLES
 
 DEFAULT_PARAMS = "params.yaml"
@@ -113,9 +114,9 @@ class SampleConfig(Section):
     # ddpm: respacing ("250" as the papers, "ddim50", "10,10"); rectified_flow: Euler steps
     sampling_steps: Annotated[str, BeforeValidator(_int_as_str),
                               WithJsonSchema({"type": ["string", "integer"]})] = "250"
-    sampler: Literal["ddpm", "ddim"] = "ddpm"
+    sampler: _choice(SAMPLERS) = "ddpm"
     cfg_scale: Annotated[float, Field(ge=1.0)] = 1.5  # 1.0 = no guidance
-    guidance: Literal["legacy3", "all"] = "all"  # legacy3 = the official DiT (channels 0..2 only)
+    guidance: _choice(GUIDANCE_MODES) = "all"  # legacy3 = the official DiT (channels 0..2 only)
     seed: Count = 0
     grid: PositiveInt = 8                    # the PNG grid: this many samples per class, one row per class
 

@@ -69,3 +69,23 @@ def sha256_file(path: str | Path, h=None) -> str:
 def content_hash(obj) -> str:
     """Short sha256 of a JSON-serialisable object with sorted keys (identity of a params slice)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+def source_files(patterns, model: str | None = None) -> list[str]:
+    """The package's files matching `patterns` (globs relative to src/diffzoo), and with `model` also
+    that backbone's own files; relative to the working directory where they lie below it."""
+    files = {f for pattern in patterns for f in PACKAGE.glob(pattern)}
+    if model is not None:
+        from .models import model_source_files
+        files |= {p.resolve() for p in model_source_files(model)}
+    return sorted(_relative(f) for f in files)
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -11,6 +11,7 @@ from pathlib import Path
 from snakemake.utils import validate as validate_schema
 
 from diffzoo import pipeline
+from diffzoo.estimate import cost_summary
 from diffzoo.errors import DiffzooError
 from diffzoo.params import merge, paths, read_yaml, typed_leaves, validate, write_yaml
 
@@ -48,4 +49,4 @@ wildcard_constraints:
 
 
 onstart:
-    print(pipeline.cost_summary(PARAMS), file=sys.stderr)
+    print(cost_summary(PARAMS), file=sys.stderr)

@@ -16,6 +16,7 @@ ModelFn = Callable[..., torch.Tensor]
 
 
 NOISE_SCHEDULES = ("linear", "cosine")
+SAMPLERS = ("ddpm", "ddim")  # ancestral, or Song et al.'s deterministic DDIM
 
 
 def get_named_beta_schedule(name: str, num_diffusion_timesteps: int) -> np.ndarray:
@@ -234,7 +235,7 @@ class GaussianDiffusion:
         `generator` (one, or a list with one per sample) draws the initial noise (when `noise` is None)
         and every step's noise, so a sample depends only on its generator's seed.
         """
-        if method not in ("ddpm", "ddim"):
+        if method not in SAMPLERS:
             raise ValueError(f"sampling method must be 'ddpm' or 'ddim', got {method!r}")
         device = device or (noise.device if noise is not None else torch.device("cpu"))
         img = noise if noise is not None else randn(shape, generator, device)

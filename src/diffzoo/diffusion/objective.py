@@ -15,7 +15,7 @@ from typing import Protocol
 import torch
 
 from . import create_diffusion
-from .gaussian_diffusion import randint, randn
+from .gaussian_diffusion import SAMPLERS, randint, randn
 from .rectified_flow import RectifiedFlow
 
 
@@ -46,7 +46,7 @@ class DDPMObjective:
                         prediction=prediction)
         self.train_diffusion = create_diffusion("", **settings)
         self.sample_diffusion = create_diffusion(str(sampling_steps), **settings)
-        if sampler not in ("ddpm", "ddim"):
+        if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
         self.sampler = sampler
         # Pixel-space data lives in [-1, 1]: ADM clips each x0 prediction there. DiT's latents are

@@ -17,8 +17,7 @@ def params_slice(params, run_id: str) -> dict:
 
 def code_digest(params, exp_id: str) -> dict:
     from ..models import model_source_files
-    from ..pipeline import PACKAGE
-    from ..utils import sha256_file
+    from ..utils import PACKAGE, sha256_file
 
     model = params.run(exp_id).model
     return {"model": model, "files": {f"src/diffzoo/{p.resolve().relative_to(PACKAGE)}": sha256_file(p)

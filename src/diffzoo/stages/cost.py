@@ -11,7 +11,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ..params import load_params
-    from ..pipeline import cost_summary
+    from ..estimate import cost_summary
 
     print(cost_summary(load_params(args.params)))
     return 0

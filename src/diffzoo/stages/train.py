@@ -23,7 +23,7 @@ from ..params import load_params, paths
 from ..runtime import distribute, relaunch_under_torchrun, setup_process
 from ..training import (Checkpointer, LossLog, export_model, full_state, loop_label_dropout, restore_optimizer,
                         resume_or_fresh, train_loop)
-from ..utils import content_hash, sha256_file, write_json
+from ..utils import content_hash, sha256_file, source_files, write_json
 
 CODE = ["training.py", "runtime.py", "stages/train.py", "latents.py", "diffusion/*.py", "checkpoints.py"]
 GPUS = "train_gpus"  # params.resources key
@@ -52,7 +52,6 @@ def train(params_path: str, exp_id: str) -> dict:
     from ..flops import active_params, count_macs, count_params
     from ..latents import LatentDataset
     from ..models import create_model
-    from ..pipeline import code_files
 
     params = load_params(params_path)
     if exp_id in params.samplings:
@@ -78,7 +77,7 @@ def train(params_path: str, exp_id: str) -> dict:
     # A checkpoint resumes only a run of the same configuration, data and code (a code change that
     # made an engine rerun this stage must not continue weights trained by the old code). The GPU
     # count and DDP/FSDP are not part of it: a run may resume on another number of GPUs.
-    code = {f: sha256_file(f) for f in code_files("train", params, exp_id)}
+    code = {f: sha256_file(f) for f in source_files(CODE, run.model)}
     run_key = content_hash({"model": mcfg, "train": cfg.model_dump(mode="json", exclude=set(NOT_IN_RUN_KEY)),
                             "latents": data.meta, "code": code})
     sharded = proc.world > 1 and cfg.parallel == "fsdp"

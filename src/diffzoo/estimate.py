@@ -1,0 +1,49 @@
+"""GPU-hour estimates of the train and sample stages (printed before a run; SLURM time limits).
+
+Flops are DiT's estimate: 2 x MACs per forward, x3 for a training step, x2 forwards per sampling
+step under guidance; hours at ASSUMED_MFU of an H100's dense bf16 peak.
+"""
+from __future__ import annotations
+
+import math
+
+H100_BF16_PEAK = 989e12   # dense bf16 flop/s
+ASSUMED_MFU = 0.3          # a conservative model FLOP utilisation for the estimates
+
+
+def stage_flops(params, stage: str, run_id: str) -> float:
+    from .diffusion.respace import space_timesteps
+    from .flops import model_cost
+
+    run = params.run(run_id)
+    channels, side = params.latent_shape
+    macs = model_cost(run.model, **{"input_size": side, "in_channels": channels, **run.model_args})["gflops"] * 1e9
+    if stage == "train":
+        return 3 * 2 * macs * run.train.steps * run.train.global_batch_size
+    s = run.sample
+    steps = int(s.sampling_steps) if run.objective == "rectified_flow" else len(space_timesteps(1000, s.sampling_steps))
+    return 2 * macs * s.num_samples * steps * (2 if s.cfg_scale > 1 else 1)
+
+
+def gpu_hours(params, stage: str, run_id: str) -> float:
+    """Estimated H100 GPU-hours of a stage at ASSUMED_MFU."""
+    return stage_flops(params, stage, run_id) / (ASSUMED_MFU * H100_BF16_PEAK) / 3600
+
+
+def runtime_minutes(params, stage: str, run_id: str, gpus: int) -> int:
+    """A SLURM time limit: the estimated wall time on `gpus` GPUs, doubled; at least 30 minutes."""
+    hours = gpu_hours(params, stage, run_id) / max(1, gpus)
+    return max(30, math.ceil(2 * hours * 60))
+
+
+def cost_summary(params) -> str:
+    """GPU-hours per experiment (train + sample) and per sampling (sample only: it reuses its
+    experiment's model)."""
+    lines, total = [], 0.0
+    for run_id in params.run_ids:
+        train = gpu_hours(params, "train", run_id) if run_id in params.experiments else 0.0
+        sample = gpu_hours(params, "sample", run_id)
+        total += train + sample
+        lines.append(f"  {run_id:24s} train {train:10.1f}  sample {sample:8.1f}")
+    return (f"diffzoo cost estimate (H100 GPU-hours at {ASSUMED_MFU:.0%} bf16 MFU; evaluation not included):\n"
+            + "\n".join(lines) + f"\n  {'total':24s} {total:10.1f}")
