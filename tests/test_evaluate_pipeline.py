@@ -196,3 +196,19 @@ def test_mixing_extractors_is_refused(tmp_path, data, trained, reference, capsys
                "--classifier-weights", str(trained), "--cache-dir", ""])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "trained on 16x16" in err
+
+
+def test_adm_argument_order_gives_the_same_numbers(tmp_path, data, trained, reference, capsys):
+    """`diffzoo evaluate REF_BATCH SAMPLE_BATCH`, as ADM's evaluator.py takes them, equals the
+    `SAMPLES --ref REF` form and prints ADM's five lines."""
+    np.savez(tmp_path / "samples.npz", arr_0=data[1][:200], labels=data[2][:200])
+    ours = _evaluate(tmp_path, tmp_path / "samples.npz", reference[0], trained)
+    capsys.readouterr()
+    out = tmp_path / "adm.json"
+    assert main(["evaluate", str(reference[0]), str(tmp_path / "samples.npz"), "--classifier-weights", str(trained),
+                 "--out", str(out), "--cache-dir", "", "--kid-subset-size", "100", "--is-split", "150"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in printed[:5]] == ["Inception Score", "FID", "sFID", "Precision", "Recall"]
+    adm = json.loads(out.read_text())
+    assert {k: adm[k] for k in ("fid", "precision", "recall", "inception_score")} == \
+        {k: ours[k] for k in ("fid", "precision", "recall", "inception_score")}

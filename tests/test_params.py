@@ -83,6 +83,14 @@ BAD_VALUES = [
      r"experiments.dit-s2-rf: train.noise_schedule = 'cosine' is a setting of objective ddpm; .* allowed null"),
     ("latents.vae", "stabilityai/sd-vae-ft-ema", r"latents.grayscale = true needs latents.vae = 'identity'"),
     ("evaluate.reference", "ref.npz", r"evaluate.reference .* needs evaluate.feature_extractor = 'inception'"),
+    ("experiments.dit-s2.train", {"checkpoint": "no-such-file.pt"},
+     r"experiments.dit-s2.train.checkpoint = 'no-such-file.pt': no such file, and not a released name"),
+    ("experiments.dit-s2.train", {"checkpoint": "DiT-XL-2-256x256.pt"},
+     r"experiments.dit-s2.model = 'DiT-S/2', but DiT-XL-2-256x256.pt is a DiT-XL/2 checkpoint"),
+    ("experiments.dit-s2.train", {"init": "missing.safetensors"},
+     r"experiments.dit-s2.train.init = 'missing.safetensors': no such file"),
+    ("experiments.dit-s2.train", {"time_scale": 1.0},
+     r"experiments.dit-s2: train.time_scale = 1.0 is a setting of objective rectified_flow"),
 ]
 
 

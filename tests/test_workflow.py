@@ -163,6 +163,23 @@ def test_snakemake_merges_configfiles_and_config_and_refuses_bad_values_before_a
         assert not jobs(proc.stdout + proc.stderr), args  # no job was planned
 
 
+def test_released_weights_are_imported_not_trained(tmp_path):
+    """An experiment with train.checkpoint gets an import job in Snakemake's plan, and no train job."""
+    import torch
+
+    from diffzoo.models import create_model
+    p = make_project(tmp_path / "rel")
+    raw = tiny_params()
+    exp = raw["experiments"]["dit"]
+    model = create_model(exp["model"], input_size=8, in_channels=1, num_classes=10, **exp["model_args"])
+    torch.save(model.state_dict(), p / "weights.pt")
+    raw["experiments"]["released"] = {**exp, "train": {"checkpoint": "weights.pt"}}
+    write_params(p, raw)
+    planned = jobs(sh(p, "snakemake", "-n", "--cores", "1"))
+    assert ("import-checkpoint", "released") in planned and ("train", "released") not in planned
+    assert {("train", "dit"), ("sample", "released"), ("evaluate", "released")} <= planned
+
+
 def test_dvc_end_to_end_and_caching(tmp_path):
     p = make_project(tmp_path / "dvc")
     sh(p, "git", "init", "-q")

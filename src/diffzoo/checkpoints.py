@@ -1,45 +1,92 @@
-"""Checkpoints: official DiT files in, our own safetensors + JSON config out.
+"""Checkpoints: the authors' released files in, our own safetensors + JSON config out.
 
-Official DiT checkpoints are plain state_dicts saved with torch.save; they are read with
-`weights_only=True` (no pickle code runs) and loaded strictly. Our checkpoints are a safetensors file
-of tensors plus a small JSON of how to rebuild the model, both written atomically.
+The authors' files are plain state_dicts saved with torch.save; they are read with
+`weights_only=True` (no pickle code runs) and loaded strictly, their layouts mapped by the modules'
+load hooks (DiT-MoE's per-expert weights, its flash-attention names). Ours are a safetensors file of
+tensors plus a small JSON of how to rebuild the model, both written atomically.
 
-`diffzoo import-checkpoint DiT-XL-2-256x256.pt --out DIR` (stages/import_checkpoint.py) verifies and
-converts an official file (downloading it first when given only its name and the network is there).
+RELEASED names the files the papers' authors published, with what it takes to run them as they do
+(model, objective, layout options, rectified-flow time scale). A name downloads into the cache
+(`resolve_checkpoint`), with a progress bar, when the network answers; offline, one line says where
+to put the file. Their sha256 are not published: the import prints the one it computed, and an
+experiment can pin it (`train.checkpoint_sha256`).
 """
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from .errors import DiffzooError
-from .utils import atomic_path, sha256_file
+from .utils import atomic_path, cache_dir, sha256_file
 
-# The two released files (facebookresearch/DiT README). Their sha256 is not published; None means
-# "not known yet": the import prints the hash it computed so a user can pin it (--sha256).
-OFFICIAL_CHECKPOINTS = {
-    "DiT-XL-2-256x256.pt": {"url": "https://dl.fbaipublicfiles.com/DiT/models/DiT-XL-2-256x256.pt",
-                            "model": "DiT-XL/2", "input_size": 32, "sha256": None},
-    "DiT-XL-2-512x512.pt": {"url": "https://dl.fbaipublicfiles.com/DiT/models/DiT-XL-2-512x512.pt",
-                            "model": "DiT-XL/2", "input_size": 64, "sha256": None},
+
+@dataclass(frozen=True)
+class Released:
+    """A released checkpoint and how its authors sample it."""
+
+    url: str
+    model: str                   # our registered name of the architecture
+    objective: str               # what it was trained with
+    image_size: int              # pixels (latents: image_size / 8)
+    model_args: dict = field(default_factory=dict)  # layout options: qk_norm, learn_sigma, ...
+    time_scale: float | None = None  # rectified flow: t in (0, 1) times this is the model's timestep
+    sha256: str | None = None
+
+
+_DIT = "https://dl.fbaipublicfiles.com/DiT/models/"
+_DIT_MOE = "https://huggingface.co/feizhengcong/DiT-MoE/resolve/main/"
+# facebookresearch/DiT README; feizc/DiT-MoE README (S/B: DDPM, sampled with DDIM in their table; XL/G:
+# rectified flow with t in (0, 1), the flash-attention block with QK-norm, learn_sigma outputs kept).
+RELEASED = {
+    "DiT-XL-2-256x256.pt": Released(_DIT + "DiT-XL-2-256x256.pt", "DiT-XL/2", "ddpm", 256),
+    "DiT-XL-2-512x512.pt": Released(_DIT + "DiT-XL-2-512x512.pt", "DiT-XL/2", "ddpm", 512),
+    "dit_moe_s_8E2A.pt": Released(_DIT_MOE + "dit_moe_s_8E2A.pt", "DiT-MoE-S/2-8E2A", "ddpm", 256),
+    "dit_moe_s_16E2A.pt": Released(_DIT_MOE + "dit_moe_s_16E2A.pt", "DiT-MoE-S/2-16E2A", "ddpm", 256),
+    "dit_moe_b_8E2A.pt": Released(_DIT_MOE + "dit_moe_b_8E2A.pt", "DiT-MoE-B/2-8E2A", "ddpm", 256),
+    "dit_moe_xl_8E2A.pt": Released(_DIT_MOE + "dit_moe_xl_8E2A.pt", "DiT-MoE-XL/2-8E2A", "rectified_flow", 256,
+                                   {"qk_norm": True, "learn_sigma": True}, time_scale=1.0),
+    "dit_moe_g_16E2A.pt": Released(_DIT_MOE + "dit_moe_g_16E2A.pt", "DiT-MoE-G/2-16E2A", "rectified_flow", 256,
+                                   {"qk_norm": True, "learn_sigma": True}, time_scale=1.0),
 }
+OFFICIAL_CHECKPOINTS = RELEASED  # the earlier name
 
 
-def download(url: str, dest: Path, sha256: str | None = None) -> Path:
-    """Fetch `url` to `dest` atomically and check its sha256 when known."""
-    try:
-        with urllib.request.urlopen(url, timeout=60) as resp, atomic_path(dest) as tmp, open(tmp, "wb") as f:
-            while block := resp.read(1 << 20):
-                f.write(block)
-    except (urllib.error.URLError, OSError) as err:
-        raise DiffzooError(f"could not download {url} ({err}); download it by hand and pass the file path") from None
-    verify_sha256(dest, sha256)
-    return dest
+def released(name_or_path: str) -> Released | None:
+    """The registry entry of a released file, by name (a path's file name counts)."""
+    return RELEASED.get(Path(name_or_path).name)
+
+
+def cached_path(name: str) -> Path:
+    return cache_dir("checkpoints") / Path(name).name
+
+
+def resolve_checkpoint(name_or_path: str, sha256: str | None = None, download: bool = True) -> Path:
+    """The local file of a checkpoint: a path as it is; a released name from the cache, downloaded
+    into it (with a progress bar) when missing. Checked against `sha256` (or the registry's) when one
+    is known."""
+    path = Path(name_or_path)
+    spec = released(name_or_path)
+    if not path.is_file() and spec is not None:
+        path = cached_path(name_or_path)
+        if not path.is_file():
+            if not download:
+                raise DiffzooError(f"{name_or_path} is not downloaded: put the file at {path} (from {spec.url})")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with atomic_path(path) as tmp:
+                    torch.hub.download_url_to_file(spec.url, str(tmp), progress=True)
+            except Exception as err:  # no network, proxy, HTTP error: all mean the same to the user
+                raise DiffzooError(f"cannot download {Path(name_or_path).name} from {spec.url} "
+                                   f"({type(err).__name__}); put the file at {path}, or give its path") from None
+    if not path.is_file():
+        known = ", ".join(RELEASED)
+        raise DiffzooError(f"checkpoint {name_or_path}: no such file, and not a released name ({known})")
+    verify_sha256(path, sha256 or (spec.sha256 if spec else None))
+    return path
 
 
 def verify_sha256(path: Path, expected: str | None) -> str:
@@ -72,13 +119,30 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Strict load with one readable message listing missing, unexpected and mis-shaped keys."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint",
+                 assign: bool = False) -> None:
+    """Strict load with one readable message listing missing, unexpected and mis-shaped keys. The
+    modules' load hooks map the authors' layouts first; `assign` keeps the file's tensors (a model
+    built on the meta device takes them without a copy)."""
+    import re
+
+    pattern = (r"size mismatch for ([^:]+): copying a param with shape torch.Size\((\[[^]]*\])\) from "
+               r"checkpoint, the shape in current model is torch.Size\((\[[^]]*\])\)")
+    found: list[tuple[str, str, str]] = []
+    candidates = dict(state_dict)
+    try:
+        result = model.load_state_dict(dict(candidates), strict=False, assign=assign)
+    except RuntimeError as err:
+        found = re.findall(pattern, str(err))
+        if not found:
+            raise DiffzooError(f"{source} does not load into the model: {str(err).splitlines()[0]}") from None
+        for key, _, _ in found:  # to learn what else is wrong: load again without the mis-shaped tensors
+            candidates.pop(key, None)
+        result = model.load_state_dict(candidates, strict=False, assign=assign)
+    mis_shaped = {k for k, _, _ in found}
+    shapes = [f"{k}: file {a} vs model {b}" for k, a, b in found]
+    missing = [k for k in result.missing_keys if k not in mis_shaped]
+    unexpected = list(result.unexpected_keys)
     if missing or unexpected or shapes:
         parts = []
         for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
@@ -86,7 +150,26 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
                 more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
                 parts.append(f"{len(items)} {label}: {', '.join(items[:5])}{more}")
         raise DiffzooError(f"{source} does not match the model: " + "; ".join(parts))
-    model.load_state_dict(state_dict, strict=True)
+
+
+def model_json(model: str, model_args: dict, objective: str, objective_args: dict, vae: str, scale: float,
+               shape: list[int], num_classes: int, **extra) -> dict:
+    """The model.json of weights we did not train: how to rebuild the model, the objective that
+    samples it, and the latents it works in (what `diffzoo sample` reads)."""
+    return {"model": model, "model_args": model_args, "objective": objective, "objective_args": objective_args,
+            "latents": {"vae": vae, "scale": scale if vae != "identity" else 1.0, "shape": shape,
+                        "classes": [str(c) for c in range(num_classes)]}, **extra}
+
+
+def import_released(path: Path, model_name: str, model_args: dict) -> dict[str, torch.Tensor]:
+    """The file's weights in our model's layout, after a strict load (built on the meta device, so
+    the tensors are the file's own, not copies)."""
+    from .models import create_model
+
+    with torch.device("meta"):
+        model = create_model(model_name, **model_args)
+    load_weights(model, read_state_dict(path), str(path), assign=True)
+    return {k: v for k, v in model.state_dict().items()}
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], config: dict) -> None:

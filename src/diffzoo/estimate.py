@@ -41,7 +41,8 @@ def cost_summary(params) -> str:
     experiment's model)."""
     lines, total = [], 0.0
     for run_id in params.run_ids:
-        train = gpu_hours(params, "train", run_id) if run_id in params.experiments else 0.0
+        trains = run_id in params.experiments and not params.run(run_id).train.checkpoint  # released: no training
+        train = gpu_hours(params, "train", run_id) if trains else 0.0
         sample = gpu_hours(params, "sample", run_id)
         total += train + sample
         lines.append(f"  {run_id:24s} train {train:10.1f}  sample {sample:8.1f}")

@@ -106,6 +106,14 @@ class TrainConfig(Section):
     prediction: _choice(PREDICTIONS) | None = None
     # ddpm's beta schedule; null = linear (the papers); cosine (IDDPM). rectified_flow has none.
     noise_schedule: _choice(NOISE_SCHEDULES) | None = None
+    # rectified flow: t in (0, 1) times time_scale is the model's timestep; null = 1000 (the 0..999
+    # scale of the sinusoidal embedding), or the released checkpoint's (DiT-MoE XL/G: 1).
+    time_scale: Annotated[float, Field(gt=0)] | None = None
+    # Released weights instead of training: a file in its authors' format (DiT, DiT-MoE, DiS) or a
+    # released name (checkpoints.RELEASED, downloaded into the cache). The experiment has no training.
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None     # pin the file (the import prints the hash it computed)
+    init: str | None = None                  # fine-tune: start from this file (authors' format or ours)
 
 
 class SampleConfig(Section):
@@ -205,8 +213,8 @@ class Run(BaseModel):
     def objective_args(self) -> dict:
         """The objective's settings that training and sampling must share (kept in model.json): ddpm's
         prediction and noise schedule, with null as the papers' eps and linear."""
-        if self.objective != "ddpm":
-            return {}
+        if self.objective == "rectified_flow":
+            return {"time_scale": self.train.time_scale} if self.train.time_scale is not None else {}
         return {"prediction": self.train.prediction or "eps", "noise_schedule": self.train.noise_schedule or "linear"}
 
 
@@ -242,6 +250,17 @@ class Params(Section):
                    train=TrainConfig.model_validate({**self.train.model_dump(), **e.train}),
                    sample=SampleConfig.model_validate({**self.sample.model_dump(), **e.sample}),
                    trained_by=run_id)
+
+    @property
+    def reference_from_images(self) -> bool:
+        """The reference stage computes its statistics from the images (no ADM batch given)."""
+        return self.evaluate.feature_extractor == "classifier" or not self.evaluate.reference
+
+    @property
+    def uses_data(self) -> bool:
+        """Whether any stage needs the data set's images: an experiment that trains (not released
+        weights), or a reference computed from the images. Without them, grids show samples only."""
+        return self.reference_from_images or any(not self.run(e).train.checkpoint for e in self.experiments)
 
     @property
     def latent_shape(self) -> tuple[int, int]:
@@ -368,6 +387,8 @@ def _check_run(params: Params, run_id: str) -> None:
         section = "sample" if kind == "samplings" else err.title.removesuffix("Config").lower()
         _raise(f"{kind}.{run_id}.{section}.", _one_line(err, {}))
     where = f"{kind}.{run_id}"
+    if run.objective == "ddpm" and run.train.time_scale is not None and kind == "experiments":
+        _raise(f"{where}: ", f"train.time_scale = {run.train.time_scale} is a setting of objective rectified_flow")
     if run.objective == "rectified_flow" and kind == "experiments":
         if run.train.prediction not in (None, "v"):
             _raise(f"{where}: ", f"train.prediction = {run.train.prediction!r}; rectified_flow predicts the "
@@ -377,6 +398,7 @@ def _check_run(params: Params, run_id: str) -> None:
                    f"ddpm; rectified_flow has no beta schedule: allowed null")
     _check_sampling_steps(f"{where}.sample.sampling_steps", run.objective, run.sample.sampling_steps)
     if kind == "experiments":
+        _check_weights_files(where, run)
         channels, side = params.latent_shape
         error = _model_error(run.model, json.dumps({"input_size": side, "in_channels": channels,
                                                     **run.model_args}, sort_keys=True))
@@ -386,6 +408,29 @@ def _check_run(params: Params, run_id: str) -> None:
         if gpus > 1 and run.train.global_batch_size % gpus:
             _raise(f"{where}.train.global_batch_size", f" = {run.train.global_batch_size} is not divisible by "
                    f"resources.train_gpus = {gpus}")
+
+
+def _check_weights_files(where: str, run: Run) -> None:
+    """train.checkpoint / train.init: an existing file or a released name, and a released checkpoint
+    fits the experiment's model and objective."""
+    from .checkpoints import RELEASED, released
+
+    for key in ("checkpoint", "init"):
+        value = getattr(run.train, key)
+        if value is None:
+            continue
+        spec = released(value)
+        if spec is None and not Path(value).is_file():
+            _raise(f"{where}.train.{key}", f" = {value!r}: no such file, and not a released name "
+                   f"({', '.join(RELEASED)})")
+        if key == "checkpoint" and spec is not None:
+            for field, want in (("model", spec.model), ("objective", spec.objective)):
+                if getattr(run, field) != want:
+                    _raise(f"{where}.{field}", f" = {getattr(run, field)!r}, but {Path(value).name} is a {want} "
+                           f"checkpoint" + (" (trained with that objective)" if field == "objective" else ""))
+    if run.train.checkpoint and run.train.init:
+        _raise(f"{where}.train", ": checkpoint (released weights, no training) and init (fine-tuning) exclude "
+               "each other")
 
 
 def _check_sampling_steps(where: str, objective: str, value: str) -> None:
@@ -405,7 +450,7 @@ def _check_sampling_steps(where: str, objective: str, value: str) -> None:
 
 def _check_across_sections(params: Params) -> None:
     data, latents, ev = params.data, params.latents, params.evaluate
-    if data.source != "digits" and not data.path:
+    if data.source != "digits" and not data.path and params.uses_data:
         _raise("data.path", f" is null; data.source {data.source!r} reads an archive, folder or parquet files there")
     if data.source == "digits" and data.path:
         _raise("data.path", f" = {data.path!r}: the digits source is embedded and reads no path (use null)")

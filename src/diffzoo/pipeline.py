@@ -9,6 +9,7 @@ same code as `deps:` (tests/test_params.py checks that the two agree).
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from .estimate import runtime_minutes
 from .utils import PACKAGE, source_files
@@ -28,6 +29,26 @@ def code_files(stage: str, params=None, run_id: str | None = None) -> list[str]:
     """The stage's source files; for train and sample also the backbone's own files."""
     model = params.run(run_id).model if stage in ("train", "sample") and params is not None and run_id else None
     return source_files(stage_module(stage).CODE, model)
+
+
+def train_inputs(params, run_id: str) -> list[str]:
+    """What a train job reads: the latents (and a fine-tuning start file), or for released weights
+    the checkpoint file itself (none for a released name: the job downloads it)."""
+    from .params import paths
+
+    t = params.run(run_id).train
+    if t.checkpoint:
+        return [t.checkpoint] if Path(t.checkpoint).is_file() else []
+    return [str(paths(params)["latents"])] + ([t.init] if t.init and Path(t.init).is_file() else [])
+
+
+def images_input(params, stage: str) -> list[str]:
+    """The images stage's output for the stages that read it (sample grids, report, reference), or
+    none when no stage needs the data set (released weights evaluated on an ADM batch)."""
+    from .params import paths
+
+    needed = params.reference_from_images if stage == "reference" else params.uses_data
+    return [str(paths(params)["images"])] if needed else []
 
 
 def stage_slice(params, stage: str, run_id: str | None = None) -> dict:

@@ -89,3 +89,10 @@ def _relative(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def cache_dir(kind: str) -> Path:
+    """diffzoo's cache of `kind` (evaluate, checkpoints): $DIFFZOO_CACHE/<kind>, else
+    $XDG_CACHE_HOME/diffzoo/<kind> (~/.cache/diffzoo/<kind>)."""
+    base = os.environ.get("DIFFZOO_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "diffzoo"
+    return Path(base) / kind

@@ -28,10 +28,17 @@ except DiffzooError as err:
 validate_schema(_raw, "../schemas/params.schema.json", set_default=False)  # the schema derived from the same types
 write_yaml(PARAMS_FILE, _raw)
 
-EXPERIMENTS = list(PARAMS.experiments)  # trained
+EXPERIMENTS = list(PARAMS.experiments)  # trained, or running released weights
+RELEASED = [e for e in EXPERIMENTS if PARAMS.run(e).train.checkpoint]
+TRAINED = [e for e in EXPERIMENTS if e not in RELEASED]
 RUNS = PARAMS.run_ids  # sampled and evaluated: the experiments and the samplings
 PATHS = paths(PARAMS)
 REPORT_OUTPUTS = pipeline.report_outputs(PARAMS)
+
+
+def one_of(ids):
+    """A wildcard constraint matching exactly these ids (and nothing when there are none)."""
+    return "|".join(map(re.escape, ids)) or "(?!)"
 
 
 def exp_path(key):
@@ -45,7 +52,7 @@ def run_path(key):
 
 
 wildcard_constraints:
-    exp="|".join(map(re.escape, RUNS)),
+    exp=one_of(RUNS),
 
 
 onstart:

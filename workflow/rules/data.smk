@@ -55,7 +55,7 @@ rule reference:
     resources:
         **pipeline.resources(PARAMS, "reference"),
     input:
-        PATHS["images"],
+        pipeline.images_input(PARAMS, "reference"),
         pipeline.code_files("reference"),
     output:
         directory(PATHS["reference"]),

@@ -4,10 +4,12 @@
 
 
 rule train:
+    wildcard_constraints:
+        exp=one_of(TRAINED),
     resources:
         **pipeline.resources(PARAMS, "train"),
     input:
-        latents=PATHS["latents"],
+        data=lambda w: pipeline.train_inputs(PARAMS, w.exp),  # the latents (and a fine-tuning start)
         code=lambda w: pipeline.code_files("train", PARAMS, w.exp),
     output:
         model=exp_path("model"),
@@ -24,12 +26,33 @@ rule train:
         "OMP_NUM_THREADS={threads} diffzoo train --params {params.file:q} --experiment {wildcards.exp:q} 2> {log}"
 
 
+rule import_weights:  # experiments with train.checkpoint: the released file is the model, no training
+    wildcard_constraints:
+        exp=one_of(RELEASED),
+    input:
+        data=lambda w: pipeline.train_inputs(PARAMS, w.exp),  # the checkpoint file (a released name: none)
+        code=pipeline.code_files("train"),
+    output:
+        model=exp_path("model"),
+        config=exp_path("model_config"),
+        metrics=exp_path("train_metrics"),
+        log=exp_path("train_log"),
+    params:
+        slice=lambda w: pipeline.stage_slice(PARAMS, "train", w.exp),
+        file=PARAMS_FILE,
+    log:
+        "logs/import-{exp}.log",
+    cache: True
+    shell:
+        "OMP_NUM_THREADS={threads} diffzoo import-checkpoint --params {params.file:q} --experiment {wildcards.exp:q} 2> {log}"
+
+
 rule sample:
     resources:
         **pipeline.resources(PARAMS, "sample"),
     input:
         model=run_path("model"),  # a sampling's: its experiment's
-        images=PATHS["images"],  # the real images' panel of the grid
+        images=pipeline.images_input(PARAMS, "sample"),  # the real images' panel of the grid
         code=lambda w: pipeline.code_files("sample", PARAMS, w.exp),
     output:
         samples=exp_path("samples"),

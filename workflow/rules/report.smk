@@ -7,7 +7,7 @@ rule report:
         train=expand(rules.train.output.metrics, exp=EXPERIMENTS),
         logs=expand(rules.train.output.log, exp=EXPERIMENTS),
         samples=expand(rules.sample.output.samples, exp=RUNS),  # the overview of samples
-        images=PATHS["images"],
+        images=pipeline.images_input(PARAMS, "report"),
         reference=PATHS["reference"],  # the real-data row (held-out images)
         code=pipeline.code_files("report"),
     output:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +27,8 @@ REF_FORMAT = 1
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("DIFFZOO_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "diffzoo"
-    return Path(base) / "evaluate"
+    from ..utils import cache_dir
+    return cache_dir("evaluate")
 
 
 def check_extractor_resolution(extractor, source: ImageSource) -> None:

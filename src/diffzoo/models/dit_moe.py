@@ -52,7 +52,9 @@ parameters a token uses (the paper's "activated parameters").
 
 Checkpoints: the authors' state_dicts (blocks.i.moe.experts.j.{gate,up,down}_proj.weight,
 blocks.i.moe.gate.weight, blocks.i.moe.shared_experts.*) load directly: a load hook renames `moe` to
-`mlp` and stacks the per-expert Linear weights into this module's (E, out, in) tensors. The released
+`mlp` and stacks the per-expert Linear weights into this module's (E, out, in) tensors. Their XL and
+G files come from the flash-attention block (attn.Wqkv, attn.q_norm, attn.k_norm, attn.out_proj):
+build those with `qk_norm=True` (layers.Attention maps the names). The released
 checkpoints were trained with rectified flow (objective "rectified_flow", time_scale=1.0, see
 diffusion/rectified_flow.py); sampling them with DDPM produces garbage/NaNs.
 """
@@ -230,10 +232,10 @@ class DiTMoEBlock(DiTBlock):
     """DiT block (adaLN-Zero) whose MLP is a SparseMoE."""
 
     def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, num_experts: int = 8,
-                 top_k: int = 2, shared_expert_ratio: float = 2.0, dispatch: str = "auto"):
+                 top_k: int = 2, shared_expert_ratio: float = 2.0, dispatch: str = "auto", qk_norm: bool = False):
         self._moe_kwargs = dict(num_experts=num_experts, top_k=top_k, shared_expert_ratio=shared_expert_ratio,
                                 dispatch=dispatch)
-        super().__init__(hidden_size, num_heads, mlp_ratio)
+        super().__init__(hidden_size, num_heads, mlp_ratio, qk_norm=qk_norm)
         self._register_load_state_dict_pre_hook(self._rename_authors_keys)
 
     def make_mlp(self, hidden_size: int, mlp_ratio: float) -> nn.Module:

@@ -92,21 +92,38 @@ class PatchEmbed(nn.Module):
 
 class Attention(nn.Module):
     """Multi-head self-attention with the timm layout (qkv stacked [q; k; v], proj), computed by
-    `scaled_dot_product_attention` so flash/memory-efficient kernels are used where available."""
+    `scaled_dot_product_attention` so flash/memory-efficient kernels are used where available.
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
+    `qk_norm`: a LayerNorm over the head dimension (affine, eps 1e-6) on every head's queries and
+    keys before the product, as the DiT-MoE authors' flash-attention block (FlashSelfMHAModified,
+    which their released XL and G checkpoints use). Its names load too: Wqkv -> qkv, out_proj -> proj.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qk_norm: bool = False):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"hidden size {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        head_dim = dim // num_heads
+        self.q_norm = nn.LayerNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim)
+        self._register_load_state_dict_pre_hook(self._authors_names)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, t, d = x.shape
-        qkv = self.qkv(x).reshape(n, t, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+        q, k, v = self.qkv(x).reshape(n, t, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)
         return self.proj(out.transpose(1, 2).reshape(n, t, d))
+
+    @staticmethod
+    def _authors_names(state_dict, prefix, *args) -> None:
+        """The flash-attention block's names (Wqkv, out_proj) as ours."""
+        for theirs, ours in (("Wqkv", "qkv"), ("out_proj", "proj")):
+            for param in ("weight", "bias"):
+                if f"{prefix}{theirs}.{param}" in state_dict:
+                    state_dict[f"{prefix}{ours}.{param}"] = state_dict.pop(f"{prefix}{theirs}.{param}")
 
 
 class Mlp(nn.Module):

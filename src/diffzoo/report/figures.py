@@ -133,20 +133,30 @@ def _real(images_dir: Path, per_class: int):
     return names, shown, _rows(real, shown, per_class)
 
 
-def save_run_grid(images_dir: Path, samples: Path, run_id: str, per_class: int, out: Path) -> None:
-    """A run's grid: the real images' panel beside its samples', `per_class` images per class."""
+def _panels(images_dir: Path | None, runs: dict[str, Path], per_class: int):
+    """(class names, panels): the real images' first (when `images_dir` is given), then each run's."""
     from ..evaluate.images import open_images
 
-    names, shown, real_rows = _real(images_dir, per_class)
-    panels = [("real data", real_rows), (run_id, _rows(open_images(samples), shown, per_class))]
+    sources = {r: open_images(path) for r, path in runs.items()}
+    panels = []
+    if images_dir is not None:
+        names, shown, real_rows = _real(images_dir, per_class)
+        panels.append(("real data", real_rows))
+    else:  # released weights without the data set: the samples' own classes, by index
+        first = next(iter(sources.values()))
+        names = _class_names(first)
+        shown = sorted(int(c) for c in set(first.labels.tolist()))[:GRID_CLASSES]
+    return names, panels + [(r, _rows(src, shown, per_class)) for r, src in sources.items()]
+
+
+def save_run_grid(images_dir: Path | None, samples: Path, run_id: str, per_class: int, out: Path) -> None:
+    """A run's grid: the real images' panel beside its samples', `per_class` images per class."""
+    names, panels = _panels(images_dir, {run_id: samples}, per_class)
     save_png(class_grid(panels, names, per_class), out)
 
 
-def save_overview(images_dir: Path, runs: dict[str, Path], per_class: int, out: Path) -> None:
+def save_overview(images_dir: Path | None, runs: dict[str, Path], per_class: int, out: Path) -> None:
     """Every run (id -> samples file) side by side, after the real images."""
-    from ..evaluate.images import open_images
-
     cols = min(OVERVIEW_COLS, per_class)
-    names, shown, real_rows = _real(images_dir, cols)
-    panels = [("real data", real_rows)] + [(r, _rows(open_images(path), shown, cols)) for r, path in runs.items()]
+    names, panels = _panels(images_dir, runs, cols)
     save_png(class_grid(panels, names, cols, wrap=OVERVIEW_WRAP), out)

@@ -95,8 +95,9 @@ def our_row(run, metrics: dict, train: dict) -> dict:
     """A run's row from its metrics.json and its training summary (results/train/<id>.json)."""
     s = run.sample
     sampler = "Euler" if run.objective == "rectified_flow" else s.sampler.upper()
-    setting = (f"{objective_label(run)}, {train['steps']} steps, {s.num_samples} samples, "
-               f"{s.sampling_steps.removeprefix('ddim')} {sampler} steps"
+    trained = (f"released weights {train['released']}, our pipeline" if train.get("released")
+               else f"{objective_label(run)}, {train['steps']} steps")
+    setting = (f"{trained}, {s.num_samples} samples, {s.sampling_steps.removeprefix('ddim')} {sampler} steps"
                + (f", cfg {s.cfg_scale} ({s.guidance})" if s.cfg_scale > 1 else ""))
     return {"source": "diffzoo", "experiment": run.id, "model": run.model, "setting": setting,
             "objective": objective_label(run), "cfg": s.cfg_scale, **metric_columns(metrics),

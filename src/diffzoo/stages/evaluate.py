@@ -4,8 +4,9 @@ Two forms:
 - `diffzoo evaluate --params P --experiment ID` (the pipeline): the run's samples against the
   reference stage's output, written to results/metrics/<ID>.json (with the digits judge's accuracy
   on the default data set);
-- `diffzoo evaluate SAMPLES.npz --ref REF.npz`: ADM's evaluator in PyTorch as a drop-in; prints the
-  five numbers (IS, FID, sFID, Precision, Recall) and writes metrics.json.
+- `diffzoo evaluate REF_BATCH.npz SAMPLE_BATCH.npz` (the argument order of ADM's evaluator.py) or
+  `diffzoo evaluate SAMPLES.npz --ref REF.npz`: ADM's evaluator in PyTorch as a drop-in; prints its
+  five lines (Inception Score, FID, sFID, Precision, Recall) and writes metrics.json.
 """
 from __future__ import annotations
 
@@ -73,8 +74,9 @@ def evaluate_run(params, run_id: str, device: str | None = None) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("samples", nargs="?", help="ADM sample file (.npz, arr_0 uint8 NHWC), images-stage shard dir "
-                                              "or image folder")
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="REF_BATCH SAMPLE_BATCH (ADM's order), or SAMPLES with --ref: an ADM npz (arr_0 uint8 "
+                        "NHWC), an images-stage shard dir or an image folder")
     p.add_argument("--ref", help="reference: ADM reference batch or `diffzoo reference-stats` output")
     p.add_argument("--params", default=None, help="pipeline mode: evaluate --experiment's samples as params.yaml says")
     p.add_argument("--experiment", default=None, help="pipeline mode: experiment or sampling id from params.yaml")
@@ -98,8 +100,13 @@ def run(args) -> int:
             raise DiffzooError("--params needs --experiment ID")
         evaluate_run(load_params(args.params or "params.yaml"), args.experiment, args.device)
         return 0
-    if args.samples is None or args.ref is None:
-        raise DiffzooError("give SAMPLES and --ref REF (or --params P --experiment ID for the pipeline)")
+    if len(args.files) == 2 and args.ref is None:
+        args.ref, args.samples = args.files  # ADM's evaluator.py: ref_batch sample_batch
+    elif len(args.files) == 1 and args.ref is not None:
+        args.samples = args.files[0]
+    else:
+        raise DiffzooError("give REF_BATCH SAMPLE_BATCH, or SAMPLES --ref REF (or --params P --experiment ID for "
+                           "the pipeline)")
     from ..evaluate.evaluator import check_resolution, evaluate, format_metrics, write_metrics
     from ..evaluate.images import open_images
     from ..evaluate.reference import load_reference

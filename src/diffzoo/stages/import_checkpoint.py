@@ -1,50 +1,72 @@
-"""verify an official DiT checkpoint and store it as safetensors
+"""verify a released checkpoint and store it as safetensors that `diffzoo sample` runs
 
-`diffzoo import-checkpoint DiT-XL-2-256x256.pt --out DIR/model.safetensors`: the file (downloaded when
-given by its official name and the network answers) is read with weights_only, checked by sha256
-when known, loaded strictly into the registered model and written as our safetensors + JSON.
+`diffzoo import-checkpoint NAME_OR_FILE --out DIR/model.safetensors`: a released name (DiT, DiT-MoE:
+checkpoints.RELEASED; downloaded into the cache with a progress bar) or a file in its authors'
+format, read with weights_only, checked by sha256 when known (or --sha256), loaded strictly into the
+registered model (the authors' layouts mapped) and written with a model.json that `diffzoo sample
+--ckpt` and the pipeline read: the model, its objective (and rectified-flow time scale) and latents.
+In a params file, `experiments.<id>.train.checkpoint` makes it a pipeline step: `diffzoo
+import-checkpoint --params P --experiment ID` (the job Snakemake runs instead of training; DVC's
+static train stage runs `diffzoo train`, which does the same for such an experiment).
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-import torch
-
-from ..checkpoints import OFFICIAL_CHECKPOINTS, download, load_weights, read_state_dict, save_checkpoint, verify_sha256
+from ..checkpoints import RELEASED, import_released, model_json, released, resolve_checkpoint, save_checkpoint
 from ..errors import DiffzooError
+from ..utils import sha256_file
+
+SD_VAE = "stabilityai/sd-vae-ft-ema"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help=f"path to an official file, or one of {', '.join(OFFICIAL_CHECKPOINTS)} "
-                                      "to download")
-    p.add_argument("--out", required=True, type=Path,
-                   help="output .safetensors path (its .json config is written beside)")
+    p.add_argument("checkpoint", nargs="?",
+                   help=f"a file in its authors' format, or a released name ({', '.join(RELEASED)})")
+    p.add_argument("--params", default="params.yaml", help="pipeline form: the params file (default: params.yaml)")
+    p.add_argument("--experiment", help="pipeline form: an experiment whose train.checkpoint names the weights")
+    p.add_argument("--out", type=Path, help="output .safetensors path (its .json config is written beside)")
     p.add_argument("--sha256", default=None, help="expected sha256 of the file (checked before anything is loaded)")
-    p.add_argument("--model", default=None, help="registered model name (default: from the official file name)")
-    p.add_argument("--input-size", type=int, default=None, help="latent side (default: from the official file name)")
+    p.add_argument("--model", default=None, help="registered model name (default: the released name's)")
+    p.add_argument("--image-size", type=int, default=None, help="pixels (default: the released name's, else 256)")
+    p.add_argument("--input-size", type=int, default=None, help="latent side (default: image size / 8)")
+    p.add_argument("--objective", choices=("ddpm", "rectified_flow"), default=None,
+                   help="what the file was trained with (default: the released name's, else ddpm)")
+    p.add_argument("--time-scale", type=float, default=None,
+                   help="rectified flow: the model sees t * this (default: the released name's, else 1000)")
+    p.add_argument("--vae", default=SD_VAE, help=f"the VAE of its latents (default {SD_VAE})")
 
 
 def run(args) -> int:
-    from ..models import create_model
+    if args.experiment:
+        from ..params import load_params, paths
+        from .train import import_weights
 
-    src = Path(args.checkpoint)
-    known = OFFICIAL_CHECKPOINTS.get(src.name, {})
-    if not src.exists():
-        if not known:
-            raise DiffzooError(f"{src} does not exist and is not an official name ({', '.join(OFFICIAL_CHECKPOINTS)})")
-        src = download(known["url"], args.out.parent / src.name, args.sha256 or known["sha256"])
-    digest = verify_sha256(src, args.sha256 or known.get("sha256"))
-    name = args.model or known.get("model")
+        params = load_params(args.params)
+        run_ = params.run(args.experiment)
+        if not run_.train.checkpoint:
+            raise DiffzooError(f"experiment {args.experiment!r} has no train.checkpoint: it trains")
+        import_weights(params, run_, paths(params, args.experiment))
+        return 0
+    if not args.checkpoint or not args.out:
+        raise DiffzooError("give CHECKPOINT --out FILE, or --params P --experiment ID")
+    spec = released(args.checkpoint)
+    src = resolve_checkpoint(args.checkpoint, args.sha256)
+    name = args.model or (spec.model if spec else None)
     if not name:
-        raise DiffzooError("--model is required for a file that is not an official DiT checkpoint")
-    model_args = {"input_size": args.input_size or known.get("input_size", 32)}
-    sd = read_state_dict(src)
-    with torch.device("meta"):
-        model = create_model(name, **model_args)
-    own = model.state_dict()
-    if set(own) != set(sd) or any(own[k].shape != sd[k].shape for k in own):
-        load_weights(model, sd, str(src))  # raises with the list of differences
-    save_checkpoint(args.out, sd, {"model": name, "model_args": model_args, "source": src.name, "sha256": digest})
-    print(f"{src.name}: sha256 {digest}, {len(sd)} tensors, loads strictly into {name}; wrote {args.out}")
+        raise DiffzooError("--model is required for a file that is not a released checkpoint")
+    objective = args.objective or (spec.objective if spec else "ddpm")
+    side = args.input_size or (args.image_size or (spec.image_size if spec else 256)) // 8
+    model_args = {"input_size": side, **(spec.model_args if spec else {})}
+    time_scale = args.time_scale or (spec.time_scale if spec else None)
+    objective_args = {"time_scale": time_scale} if objective == "rectified_flow" and time_scale else {}
+    if objective == "ddpm":
+        objective_args = {"prediction": "eps", "noise_schedule": "linear"}
+    tensors = import_released(src, name, model_args)
+    digest = sha256_file(src)
+    config = model_json(name, model_args, objective, objective_args, args.vae, 0.18215, [4, side, side],
+                        model_args.get("num_classes", 1000), source={"checkpoint": src.name, "sha256": digest})
+    save_checkpoint(args.out, tensors, config)
+    print(f"{src.name}: sha256 {digest}, {len(tensors)} tensors, loads strictly into {name}; wrote {args.out}")
     return 0

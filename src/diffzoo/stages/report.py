@@ -53,8 +53,8 @@ def report(params, out: Path = Path("results")) -> list[Path]:
         groups.setdefault(objective_label(params.run(exp_id)), {})[exp_id] = paths(params, exp_id)["train_log"]
     plot_losses(groups, out / "plots" / "loss.png")
     per_class = min(params.run(r).sample.grid for r in params.run_ids)
-    save_overview(paths(params)["images"], {r: paths(params, r)["samples"] for r in params.run_ids}, per_class,
-                  out / OVERVIEW)
+    images = paths(params)["images"] if params.uses_data else None
+    save_overview(images, {r: paths(params, r)["samples"] for r in params.run_ids}, per_class, out / OVERVIEW)
     return written + [out / "plots" / "fid_vs_gflops.png", out / "plots" / "loss.png", out / OVERVIEW]
 
 

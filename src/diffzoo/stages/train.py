@@ -38,16 +38,63 @@ def params_slice(params, run_id: str) -> dict:
             "train": run.train.model_dump(mode="json")}
 
 
+def _released_defaults(run, name: str | None) -> tuple[dict, dict]:
+    """(model_args, objective_args) of the run, over what a released file needs to load and sample
+    as its authors do (its layout options; its rectified-flow time scale) when `name` is one."""
+    from ..checkpoints import released
+
+    spec = released(name) if name else None
+    model_args = {**(spec.model_args if spec else {}), **run.model_args}
+    objective_args = dict(run.objective_args)
+    if run.objective == "rectified_flow" and "time_scale" not in objective_args and spec and spec.time_scale:
+        objective_args["time_scale"] = spec.time_scale
+    return model_args, objective_args
+
+
 def model_config(run, latent_meta: dict) -> dict:
     """How to rebuild the experiment's model: registered name, constructor overrides, objective."""
     shape = latent_meta["shape"]
+    model_args, objective_args = _released_defaults(run, run.train.init)
     args = {"input_size": shape[-1], "in_channels": shape[0], "num_classes": len(latent_meta["classes"]),
-            "learn_sigma": run.objective == "ddpm"}
-    args.update(run.model_args)
-    return {"model": run.model, "model_args": args, "objective": run.objective, "objective_args": run.objective_args}
+            "learn_sigma": run.objective == "ddpm", **model_args}
+    return {"model": run.model, "model_args": args, "objective": run.objective, "objective_args": objective_args}
+
+
+def import_weights(params, run, where) -> dict:
+    """An experiment with `train.checkpoint`: the released file, strictly loaded, as its model
+    artifact (model.safetensors + model.json) and a training summary that says so; no training."""
+    from ..checkpoints import import_released, model_json, resolve_checkpoint
+    from ..flops import active_params, count_macs, count_params
+    from ..models import create_model
+    from ..training import LOG_HEADER
+
+    path = resolve_checkpoint(run.train.checkpoint, run.train.checkpoint_sha256)
+    digest = sha256_file(path)
+    channels, side = params.latent_shape
+    model_args, objective_args = _released_defaults(run, run.train.checkpoint)
+    model_args = {"input_size": side, "in_channels": channels, **model_args}
+    tensors = import_released(path, run.model, model_args)
+    with torch.device("meta"):
+        meta_model = create_model(run.model, **model_args)
+    summary = {"experiment": run.id, "model": run.model, "objective": run.objective, "released": path.name,
+               "sha256": digest, "steps": 0, "global_batch_size": 0, "images_seen": None, "gpu_hours": 0.0,
+               "params": count_params(meta_model), "active_params": active_params(meta_model),
+               "gflops": round(count_macs(meta_model) / 1e9, 6)}
+    config = model_json(run.model, model_args, run.objective, objective_args, params.latents.vae, params.latents.scale,
+                        [channels, side, side], model_args.get("num_classes", 1000), experiment=run.id,
+                        sample=run.sample.model_dump(mode="json"), source={"checkpoint": path.name, "sha256": digest},
+                        summary=summary)
+    export_model(where["model"], tensors, config)
+    where["train_log"].parent.mkdir(parents=True, exist_ok=True)
+    where["train_log"].write_text(LOG_HEADER + "\n")
+    write_json(where["train_metrics"], summary)
+    print(f"{run.id}: {path.name} (sha256 {digest}) loads strictly into {run.model}; {len(tensors)} tensors "
+          f"-> {where['model']}", file=sys.stderr)
+    return summary
 
 
 def train(params_path: str, exp_id: str) -> dict:
+    from ..checkpoints import load_weights, read_state_dict, resolve_checkpoint
     from ..diffusion.objective import build_objective
     from ..flops import active_params, count_macs, count_params
     from ..latents import LatentDataset
@@ -59,6 +106,8 @@ def train(params_path: str, exp_id: str) -> dict:
                            "train that experiment")
     run = params.run(exp_id)
     cfg, where = run.train, paths(params, exp_id)
+    if cfg.checkpoint:
+        return import_weights(params, run, where)
     proc = setup_process()
     if cfg.global_batch_size % proc.world:
         raise DiffzooError(f"train.global_batch_size {cfg.global_batch_size} is not divisible by {proc.world} GPUs")
@@ -78,13 +127,18 @@ def train(params_path: str, exp_id: str) -> dict:
     # made an engine rerun this stage must not continue weights trained by the old code). The GPU
     # count and DDP/FSDP are not part of it: a run may resume on another number of GPUs.
     code = {f: sha256_file(f) for f in source_files(CODE, run.model)}
+    init = resolve_checkpoint(cfg.init) if cfg.init else None
     run_key = content_hash({"model": mcfg, "train": cfg.model_dump(mode="json", exclude=set(NOT_IN_RUN_KEY)),
-                            "latents": data.meta, "code": code})
+                            "latents": data.meta, "code": code, "init": sha256_file(init) if init else None})
     sharded = proc.world > 1 and cfg.parallel == "fsdp"
     checkpointer = Checkpointer(where["checkpoints"], run_key, proc, sharded)
     state = resume_or_fresh(checkpointer, model, ema)
     if state.step:
         print(f"resuming {exp_id} from step {state.step}", file=sys.stderr)
+    elif init is not None:  # fine-tuning: the weights (and so the EMA) start from the file
+        load_weights(model, read_state_dict(init), str(init))
+        ema.load_state_dict(model.state_dict())
+        print(f"fine-tuning {exp_id} from {init}", file=sys.stderr)
     net = distribute(model, ema, proc.world, sharded, proc.device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     restore_optimizer(model, opt, state)
