@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from diffzoo.diffusion.objective import create_objective
+from diffzoo.errors import DiffzooError
 from diffzoo.models import create_model
 from diffzoo.params import TrainConfig
 from diffzoo.runtime import Process
@@ -67,7 +68,7 @@ def _train(tmp_path, decay: float, steps: int = 3):
 
     opt.step = step_and_record
     start = [p.detach().clone() for p in model.parameters()]
-    ckpt = Checkpointer(tmp_path / "ckpt", "key", CPU)
+    ckpt = Checkpointer(tmp_path / "ckpt", {"run": "key"}, CPU)
     state = train_loop(model, ema, model, objective, _Data(), cfg, opt, CPU, ckpt, LossLog(tmp_path / "log.tsv", CPU),
                        TrainState(), (0.0, 2))
     return model, ema, start, history, state
@@ -103,18 +104,55 @@ def test_data_order_is_a_permutation_per_epoch_and_a_function_of_the_step():
     assert np.array_equal(global_batch_indices(3, batch, n, seed=3), order[12:16])
 
 
-def test_resume_or_fresh_takes_this_runs_newest_checkpoint(tmp_path):
+def _saved(tmp_path, identity, steps):
     model, ema = _tiny(), _tiny()
-    ckpt = Checkpointer(tmp_path / "ckpt", "run-a", CPU)
+    ckpt = Checkpointer(tmp_path / "ckpt", identity, CPU)
     opt = torch.optim.AdamW(model.parameters())
-    for step in (2, 4):
+    for step in steps:
         ckpt.save(step, model, ema, opt, TrainState(step=step, elapsed=float(step), log_rows=[f"{step}"]))
-    (tmp_path / "ckpt" / "step-0000009.pt").write_bytes(b"truncated")  # unreadable: skipped, not used
-    state = resume_or_fresh(ckpt, _tiny(), _tiny())
+    return ckpt
+
+
+def test_resume_takes_this_runs_newest_checkpoint_at_or_below_steps(tmp_path):
+    ckpt = _saved(tmp_path, {"lr": 1e-4}, (2, 4))
+    state = resume_or_fresh(ckpt, _tiny(), _tiny(), steps=10)
     assert (state.step, state.elapsed, state.log_rows) == (4, 4.0, ["4"]) and state.optimizer is not None
-    # Another configuration starts at step 0 (and does not continue the other run's weights).
-    fresh = resume_or_fresh(Checkpointer(tmp_path / "ckpt", "run-b", CPU), _tiny(), _tiny())
+    # Fewer steps than the newest checkpoint: the one at or below them (the weights of step 2 do not
+    # depend on how many steps follow).
+    assert resume_or_fresh(ckpt, _tiny(), _tiny(), steps=3).step == 2
+    assert resume_or_fresh(ckpt, _tiny(), _tiny(), steps=1).step == 0
+
+
+def test_another_identity_starts_fresh_and_keeps_the_old_checkpoints_aside(tmp_path, capsys):
+    _saved(tmp_path, {"train": {"lr": 1e-4}}, (2, 4))
+    fresh = resume_or_fresh(Checkpointer(tmp_path / "ckpt", {"train": {"lr": 2e-4}}, CPU), _tiny(), _tiny(), 10)
     assert fresh.step == 0 and fresh.optimizer is None
+    aside = list((tmp_path / "checkpoints-aside").iterdir())
+    assert len(aside) == 1 and sorted(p.name for p in aside[0].glob("step-*.pt")) == ["step-0000002.pt",
+                                                                                       "step-0000004.pt"]
+    assert "train.lr 0.0001 -> 0.0002" in capsys.readouterr().err
+
+
+def test_an_unreadable_checkpoint_stops_the_run_and_stays(tmp_path):
+    ckpt = _saved(tmp_path, {"lr": 1e-4}, (2, 4))
+    bad = tmp_path / "ckpt" / "step-0000004.pt"
+    bad.write_bytes(bad.read_bytes()[:1000])  # truncated
+    with pytest.raises(DiffzooError, match="step-0000004.pt: not a readable checkpoint"):
+        resume_or_fresh(ckpt, _tiny(), _tiny(), steps=10)
+    assert bad.is_file() and (tmp_path / "ckpt" / "step-0000002.pt").is_file()
+    assert not (tmp_path / "checkpoints-aside").exists()
+
+
+def test_checkpoints_sort_by_step_past_ten_million(tmp_path):
+    ckpt = _saved(tmp_path, {"lr": 1e-4}, (9_999_999, 10_000_000, 10_000_001))
+    assert [s for s, _ in ckpt.steps()] == [10_000_000, 10_000_001]  # the oldest one was pruned
+    assert resume_or_fresh(ckpt, _tiny(), _tiny(), steps=20_000_000).step == 10_000_001
+
+
+def test_a_save_below_later_checkpoints_does_not_remove_itself(tmp_path):
+    ckpt = _saved(tmp_path, {"lr": 1e-4}, (900, 1000))
+    _saved(tmp_path, {"lr": 1e-4}, (500,))  # steps lowered to 600: a save at 500
+    assert [s for s, _ in ckpt.steps()] == [500, 900, 1000]
 
 
 @pytest.mark.parametrize("decay", [-0.1, 1.0])

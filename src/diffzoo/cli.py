@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import importlib
+import os
 import sys
 from pathlib import Path
 
 from .errors import DiffzooError
+from .utils import describe, stage_lock
 
 STAGES_DIR = Path(__file__).with_name("stages")
 
@@ -41,10 +44,30 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(sub_parser)
     args = sub_parser.parse_args(argv[1:])
     try:
-        return int(module.run(args) or 0)
+        with _lock(known.command, module, args):
+            return int(module.run(args) or 0)
     except DiffzooError as err:
-        print(f"diffzoo {known.command}: error: {err}", file=sys.stderr)
-        return 2
+        return _fail(known.command, str(err))
+    except OSError as err:  # permission denied, no space left on the device, a vanished file
+        if os.environ.get("DIFFZOO_DEBUG"):
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        return _fail(known.command, f"{where}{err.strerror or describe(err)}")
+
+
+def _fail(command: str, message: str) -> int:
+    """The single error path: one line, no traceback (DIFFZOO_DEBUG=1 shows the traceback)."""
+    print(f"diffzoo {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _lock(command: str, module, args):
+    """The stage's advisory lock when it writes pipeline artifacts (a --params form): one writer per
+    command and experiment (data/.locks/<command>[-<id>].lock). LOCK = False in a module opts out."""
+    if not getattr(module, "LOCK", True) or not getattr(args, "params", None):
+        return contextlib.nullcontext()
+    experiment = getattr(args, "experiment", None)
+    return stage_lock(f"{command}-{experiment}" if experiment else command)
 
 
 if __name__ == "__main__":

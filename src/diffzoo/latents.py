@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from .errors import DiffzooError
-from .utils import atomic_dir, content_hash, remove_tree, write_json
+from .utils import (atomic_dir, clean_stale_temps, content_hash, describe, kill_point, reading, remove_tree, set_aside,
+                    write_json)
 
 
 class Identity:
@@ -100,12 +101,13 @@ def encode_shards(images_dir: Path, out_dir: Path, vae: str = "identity", scale:
     if out_dir.is_symlink() or ((out_dir / "settings.key").is_file() and (out_dir / "settings.key").read_text() != key):
         remove_tree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(out_dir)  # a killed run's shard temps (they would change the output's hash)
     (out_dir / "settings.key").write_text(key)
     shards = []
     for i, (images, labels) in enumerate(iter_shards(images_dir)):
         name = f"shard-{i:05d}"
         shards.append(name)
-        if (out_dir / name / "labels.npy").exists():
+        if _whole_shard(out_dir / name, len(labels), flips):
             continue
         with atomic_dir(out_dir / name) as tmp:
             arrays: dict[str, list] = {}
@@ -120,6 +122,7 @@ def encode_shards(images_dir: Path, out_dir: Path, vae: str = "identity", scale:
             for key, parts in arrays.items():
                 np.save(tmp / f"{key}.npy", np.concatenate(parts))
             np.save(tmp / "labels.npy", np.asarray(labels, dtype=np.int64))
+        kill_point("latents-shard")
     if not shards:
         raise DiffzooError(f"{images_dir} holds no image shards")
     shape = list(np.load(out_dir / shards[0] / "mean.npy", mmap_mode="r").shape[1:])
@@ -129,6 +132,23 @@ def encode_shards(images_dir: Path, out_dir: Path, vae: str = "identity", scale:
             "resolution": index["resolution"]}
     write_json(out_dir / "index.json", meta)
     return meta
+
+
+def _whole_shard(shard: Path, count: int, flips: bool) -> bool:
+    """Whether an encoded shard is there and readable with `count` rows in every array; one that is
+    not is moved out of the output (beside it, under aside/) and encoded again."""
+    if not shard.exists():
+        return False
+    names = {"labels", "mean"} | ({"mean_flip"} if flips else set())
+    try:
+        arrays = {p.stem: np.load(p, mmap_mode="r") for p in shard.glob("*.npy")}
+        if names <= set(arrays) and all(len(a) == count for a in arrays.values()):
+            return True
+        why = f"arrays {sorted(arrays)} do not all hold {count} rows"
+    except Exception as err:  # truncated or not an npy file
+        why = f"unreadable ({describe(err)})"
+    set_aside(shard, shard.parent.parent / "aside", f"corrupt latents shard: {why}; it is encoded again")
+    return False
 
 
 class LatentDataset(torch.utils.data.Dataset):
@@ -145,7 +165,8 @@ class LatentDataset(torch.utils.data.Dataset):
         self.arrays = []
         for name in self.meta["shards"]:
             d = latents_dir / name
-            self.arrays.append({p.stem: np.load(p, mmap_mode="r") for p in d.glob("*.npy")})
+            with reading(d, "latents shard (rerun the latents stage)"):
+                self.arrays.append({p.stem: np.load(p, mmap_mode="r") for p in d.glob("*.npy")})
         self.labels = np.concatenate([a["labels"] for a in self.arrays])
         self.offsets = np.cumsum([0] + [len(a["labels"]) for a in self.arrays])
 

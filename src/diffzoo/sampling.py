@@ -19,7 +19,7 @@ from .diffusion.gaussian_diffusion import randint, randn
 from .latents import to_uint8
 from .params import SampleConfig
 from .runtime import Process
-from .utils import atomic_path
+from .utils import atomic_path, clean_stale_temps, describe, kill_point, reading, set_aside
 
 SEED_STRIDE = 1 << 32
 
@@ -39,7 +39,10 @@ def sample_parts(model_fn, objective, codec, shape: list[int], num_classes: int,
     parts_dir.mkdir(parents=True, exist_ok=True)
     n, bs = cfg.num_samples, cfg.batch_size
     n_parts = math.ceil(n / bs)
-    todo = [k for k in range(proc.rank, n_parts, proc.world) if not part_path(parts_dir, k).exists()]
+    if proc.is_main:
+        clean_stale_temps(parts_dir)
+    todo = [k for k in range(proc.rank, n_parts, proc.world) if not _finished(parts_dir, k, bs if k < n_parts - 1
+                                                                              else n - k * bs)]
     progress = None
     if proc.is_main and sys.stderr.isatty():
         from tqdm.auto import tqdm
@@ -56,6 +59,7 @@ def sample_parts(model_fn, objective, codec, shape: list[int], num_classes: int,
             images = np.repeat(images, 3, axis=-1)
         with atomic_path(part_path(parts_dir, k)) as tmp, open(tmp, "wb") as f:
             np.savez(f, arr_0=images, labels=labels.numpy())
+        kill_point("sample-part")
         if progress:
             progress.update(1)
     if progress:
@@ -63,9 +67,28 @@ def sample_parts(model_fn, objective, codec, shape: list[int], num_classes: int,
     return n_parts
 
 
+def _finished(parts_dir: Path, k: int, count: int) -> bool:
+    """Whether part k is there and whole; a part that cannot be read is moved aside (to be drawn again)."""
+    path = part_path(parts_dir, k)
+    if not path.exists():
+        return False
+    try:
+        with np.load(path) as part:
+            if len(part["arr_0"]) == len(part["labels"]) == count:
+                return True
+            why = f"holds {len(part['arr_0'])} samples, not {count}"
+    except Exception as err:  # truncated, not a zip, missing member: all mean "draw it again"
+        why = f"unreadable ({describe(err)})"
+    set_aside(path, parts_dir.parent / "aside", f"corrupt sample part: {why}; it is drawn again")
+    return False
+
+
 def assemble(parts_dir: Path, n_parts: int, out: Path) -> np.ndarray:
     """The parts, in order, as one npz (arr_0, labels); returns the images."""
-    parts = [np.load(part_path(parts_dir, k)) for k in range(n_parts)]
+    parts = []
+    for k in range(n_parts):
+        with reading(part_path(parts_dir, k), "sample part"):
+            parts.append(np.load(part_path(parts_dir, k)))
     arr = np.concatenate([q["arr_0"] for q in parts])
     labels = np.concatenate([q["labels"] for q in parts])
     with atomic_path(out) as tmp, open(tmp, "wb") as f:

@@ -1,6 +1,6 @@
 """DiT's training recipe as named steps, for any registered backbone and objective.
 
-    state = resume_or_fresh(checkpointer, model, ema)        # newest checkpoint of this run, or step 0
+    state = resume_or_fresh(checkpointer, model, ema, steps) # newest checkpoint of this run, or step 0
     train_loop(model, ema, net, objective, data, cfg, opt, proc, checkpointer, log, state)
     export_model(path, ema, config)                           # the EMA weights + how to rebuild them
 
@@ -13,6 +13,7 @@ the floating-point order of the gradient all-reduce.
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
 from .diffusion.gaussian_diffusion import rand
 from .params import TrainConfig
 from .runtime import Process
-from .utils import atomic_path, remove_tree
+from .utils import atomic_path, kill_point
 
 KEEP_CHECKPOINTS = 2
 LOG_HEADER = "step\tloss\tmse\tvb\taux\timages_per_s"
@@ -100,31 +101,71 @@ class TrainState:
 
 class Checkpointer:
     """Atomic `step-NNNNNNN.pt` files under `directory`, each holding full (unsharded) state dicts of
-    the model, EMA and optimizer, the step, the run key and the loss log; the newest KEEP_CHECKPOINTS
-    are kept. A checkpoint resumes only the run with the same `run_key`."""
+    the model, EMA and optimizer, the step and the loss log, and `run.json`: the run's identity (what
+    it trains: model, objective, the train settings that change the weights, the latents, the code of
+    the backbone and the objective) and its key.
 
-    def __init__(self, directory: Path, run_key: str, proc: Process, sharded: bool = False):
-        self.directory, self.run_key, self.proc, self.sharded = Path(directory), run_key, proc, sharded
+    A run resumes from the newest checkpoint at or below its `steps` when its identity is the one
+    recorded, so more steps, another log or checkpoint interval, parallelism, compilation, activation
+    checkpointing or an edit of code outside the model and objective continue the run. Another
+    identity starts fresh and first moves the old checkpoints aside (never deleted). A checkpoint
+    that cannot be read stops the run with its name; it is left in place."""
 
-    def latest(self) -> dict | None:
-        if not self.directory.exists():
+    RUN_FILE = "run.json"
+
+    def __init__(self, directory: Path, identity: dict, proc: Process, sharded: bool = False):
+        from .utils import content_hash
+
+        self.directory, self.identity, self.proc, self.sharded = Path(directory), identity, proc, sharded
+        self.run_key = content_hash(identity)
+
+    def steps(self) -> list[tuple[int, Path]]:
+        """(step, file) of every checkpoint, in numeric order (names sort wrongly past 9,999,999)."""
+        found = []
+        for path in self.directory.glob("step-*.pt"):
+            digits = path.stem.removeprefix("step-")
+            if digits.isdigit():
+                found.append((int(digits), path))
+        return sorted(found)
+
+    def latest(self, max_step: int) -> dict | None:
+        """The newest checkpoint of this run at or below `max_step`, or None (after moving the
+        checkpoints of another identity aside)."""
+        from .utils import clean_stale_temps, reading
+
+        if not self.directory.is_dir():
             return None
-        for path in sorted(self.directory.glob("step-*.pt"), reverse=True):
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception:  # a checkpoint that cannot be read is skipped, never half-used
-                print(f"warning: ignoring unreadable checkpoint {path}", file=sys.stderr)
-                continue
-            if state.get("run_key") == self.run_key:
-                return state
+        if self.proc.is_main:
+            clean_stale_temps(self.directory)
+        recorded = self._recorded()
+        if recorded.get("key") != self.run_key:
+            if self.steps() and self.proc.is_main:
+                self._set_aside(recorded.get("identity"))
+            return None
+        for step, path in reversed(self.steps()):
+            if step <= max_step:
+                with reading(path, "checkpoint (it is left in place: move it away to resume from the one "
+                                   "before it)"):
+                    return torch.load(path, map_location="cpu", weights_only=True)
         return None
 
-    def discard_others(self) -> None:
-        """Checkpoints of another configuration (called when none of this run's exists)."""
-        if self.directory.exists() and self.proc.is_main:
-            remove_tree(self.directory)
+    def _recorded(self) -> dict:
+        path = self.directory / self.RUN_FILE
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _set_aside(self, old: dict | None) -> None:
+        from .utils import set_aside
+
+        changed = ", ".join(identity_changes(old, self.identity)) if old else "checkpoints without a run.json"
+        set_aside(self.directory, self.directory.parent / "checkpoints-aside",
+                  f"the run's settings changed ({changed}): training starts at step 0")
 
     def save(self, step: int, model, ema, opt, state: TrainState) -> None:
+        from .utils import write_json
+
         if not self.proc.is_main and not self.sharded:  # gathering sharded state needs every rank
             return
         full = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -133,19 +174,41 @@ class Checkpointer:
         if not self.proc.is_main:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
+        if self._recorded().get("key") != self.run_key:
+            write_json(self.directory / self.RUN_FILE, {"key": self.run_key, "identity": self.identity})
         with atomic_path(self.directory / f"step-{step:07d}.pt") as tmp:
             torch.save({**states, "step": step, "run_key": self.run_key, "elapsed": state.elapsed,
                         "log": state.log_rows}, tmp)
-        for old in sorted(self.directory.glob("step-*.pt"))[:-KEEP_CHECKPOINTS]:
-            old.unlink()
+        # Keep this one and the KEEP_CHECKPOINTS - 1 before it; later ones (a run that went further
+        # before its steps were lowered) are not this save's to remove.
+        older = [path for s, path in self.steps() if s < step]
+        for path in older[:max(0, len(older) - (KEEP_CHECKPOINTS - 1))]:
+            path.unlink()
 
 
-def resume_or_fresh(checkpointer: Checkpointer, model: torch.nn.Module, ema: torch.nn.Module) -> TrainState:
-    """Load the newest checkpoint of this run into `model` and `ema` (full weights, before any
-    sharding), or start at step 0 after removing checkpoints of other configurations."""
-    saved = checkpointer.latest()
+def identity_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """The leaves that differ between two run identities, as 'key old -> new' (at most 6)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += identity_changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key} {_short(a)} -> {_short(b)}")
+    return out[:6]
+
+
+def _short(value) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 40 else text[:12] + "..."
+
+
+def resume_or_fresh(checkpointer: Checkpointer, model: torch.nn.Module, ema: torch.nn.Module,
+                    steps: int) -> TrainState:
+    """Load the newest checkpoint of this run at or below `steps` into `model` and `ema` (full
+    weights, before any sharding), or start at step 0."""
+    saved = checkpointer.latest(steps)
     if saved is None:
-        checkpointer.discard_others()
         return TrainState()
     model.load_state_dict(saved["model"])
     ema.load_state_dict(saved["ema"])
@@ -225,6 +288,7 @@ def train_loop(model: torch.nn.Module, ema: torch.nn.Module, net: torch.nn.Modul
             state.step = done
             checkpointer.save(done, model, ema, opt, state)
             log.write(state.log_rows)
+        kill_point("train-step")
     if progress:
         progress.close()
     state.step = max(state.step, cfg.steps)

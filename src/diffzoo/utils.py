@@ -1,13 +1,89 @@
-"""Small helpers used by every stage: atomic writes and content hashes."""
+"""Small helpers used by every stage: atomic writes, temp cleanup, locks, content hashes.
+
+Every temporary file or folder is named `.<final name>.<host>-<pid>.<random>.tmp`, so a cleanup can
+tell a live writer's temp from the leftover of a killed one (`clean_stale_temps`), and artifacts get
+the permissions of the user's umask (mkstemp alone would make them 0600).
+"""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
+import signal
+import socket
+import sys
 import tempfile
+import time
 from pathlib import Path
+
+from .errors import DiffzooError
+
+HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
+TEMP_RE = re.compile(r"\A\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.[a-z0-9_]+\.tmp\Z")
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()  # read once: os.umask is process-wide
+
+
+def _temp_prefix(final: Path) -> str:
+    return f".{final.name}.{HOST}-{os.getpid()}."
+
+
+def _writer_alive(host: str, pid: int) -> bool:
+    if host != HOST:
+        return True  # another machine's writer: it cannot be asked, so its temp is left alone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def clean_stale_temps(directory: str | Path, name: str | None = None) -> list[Path]:
+    """Remove the temps in `directory` (of the artifact `name`, or all) whose writer process is gone:
+    leftovers of a killed run. A live writer's temp, this process's own and another host's are kept."""
+    directory, removed = Path(directory), []
+    if not directory.is_dir():
+        return removed
+    for entry in directory.iterdir():
+        m = TEMP_RE.match(entry.name)
+        if not m or (name is not None and m["name"] != name):
+            continue
+        if (m["host"], int(m["pid"])) == (HOST, os.getpid()) or _writer_alive(m["host"], int(m["pid"])):
+            continue
+        remove_tree(entry)
+        removed.append(entry)
+    return removed
+
+
+def kill_point(point: str) -> None:
+    """Test hook for the reliability suite: with DIFFZOO_KILL_AT=<point>:<n> in the environment the
+    process kills itself with SIGKILL the n-th time it passes `point` (deterministic kill -9)."""
+    spec = os.environ.get("DIFFZOO_KILL_AT")
+    if not spec:
+        return
+    name, _, n = spec.partition(":")
+    if name == point:
+        _KILL_COUNTS[point] = _KILL_COUNTS.get(point, 0) + 1
+        if _KILL_COUNTS[point] == int(n or 1):
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+_KILL_COUNTS: dict[str, int] = {}
 
 
 @contextlib.contextmanager
@@ -16,11 +92,14 @@ def atomic_path(final: str | Path):
     on one file system), on any error it is removed. Readers never see a half-written artifact."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    clean_stale_temps(final.parent, final.name)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(final), suffix=".tmp", dir=final.parent)
+    os.fchmod(fd, 0o666 & ~UMASK)
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
+        kill_point("write")
         os.replace(tmp, final)
     finally:
         if tmp.exists():
@@ -42,9 +121,12 @@ def atomic_dir(final: str | Path):
     """Like atomic_path for a directory: build it under a temporary name, then swap it in."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    clean_stale_temps(final.parent, final.name)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(final), suffix=".tmp", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~UMASK)
     try:
         yield tmp
+        kill_point("write")
         remove_tree(final)
         os.replace(tmp, final)
     finally:
@@ -96,3 +178,68 @@ def cache_dir(kind: str) -> Path:
     $XDG_CACHE_HOME/diffzoo/<kind> (~/.cache/diffzoo/<kind>)."""
     base = os.environ.get("DIFFZOO_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "diffzoo"
     return Path(base) / kind
+
+
+def set_aside(path: str | Path, aside_dir: str | Path, why: str) -> Path:
+    """Move `path` into `aside_dir` under a timestamped name (never delete what may be the user's
+    work), say so on stderr, and return where it went."""
+    path, aside_dir = Path(path), Path(aside_dir)
+    aside_dir.mkdir(parents=True, exist_ok=True)
+    dest = aside_dir / f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}"
+    k = 1
+    while dest.exists():
+        k += 1
+        dest = aside_dir / f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}-{k}"
+    os.replace(path, dest)
+    print(f"warning: {path}: {why}; moved to {dest}", file=sys.stderr)
+    return dest
+
+
+@contextlib.contextmanager
+def reading(path: str | Path, what: str):
+    """Turn the failure to read `path` (truncated, corrupt, not the format, unreadable) into one
+    DiffzooError naming the file and what is wrong."""
+    try:
+        yield
+    except DiffzooError:
+        raise
+    except Exception as err:  # zip, pickle, safetensors, numpy, torch's stream reader: all one message
+        raise DiffzooError(f"{path}: not a readable {what} ({describe(err)})") from err
+
+
+def describe(err: BaseException) -> str:
+    """An exception in one short line: its type and the first line of its message."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
+
+
+LOCK_ENV = "DIFFZOO_LOCK_HELD"
+
+
+@contextlib.contextmanager
+def stage_lock(name: str, directory: str | Path = Path("data") / ".locks"):
+    """An advisory lock (flock) for one stage of one experiment: a second writer gets one line naming
+    the holder. The lock goes with the process (kill -9 frees it); it passes into torchrun through an
+    inherited descriptor, and the ranks it starts see LOCK_ENV and take no lock of their own."""
+    if os.environ.get(LOCK_ENV) == name:
+        yield
+        return
+    path = Path(directory) / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~UMASK)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise DiffzooError(f"{name} is already running ({holder}; lock {path}): wait for it, or stop it") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+              .encode(), 0)
+    os.set_inheritable(fd, True)
+    os.environ[LOCK_ENV] = name
+    try:
+        yield
+    finally:
+        os.environ.pop(LOCK_ENV, None)
+        os.close(fd)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from ..errors import DiffzooError
-from ..utils import remove_tree
+from ..utils import describe
 
 
 def read_json(path: Path, what: str):
@@ -40,8 +40,7 @@ def describe_error(err: BaseException) -> str:
     """One line, with no memory addresses or temp paths (manifests must be reproducible)."""
     if isinstance(err, UnidentifiedImageError):
         return "UnidentifiedImageError: not an image file PIL can identify"
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return describe(err)
 
 
 def check_image_bytes(data: bytes) -> str | None:
@@ -76,15 +75,6 @@ def worker_map(workers: int | None) -> Iterator[Callable]:
         return
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         yield lambda fn, items, chunksize=1: pool.imap(fn, items, chunksize=chunksize)
-
-
-def clean_stale(parent: Path, pattern: str) -> None:
-    for stale in parent.glob(pattern):
-        if stale.is_dir():
-            remove_tree(stale)
-        else:
-            with contextlib.suppress(OSError):
-                stale.unlink()
 
 
 def batched(items: Iterable, n: int) -> Iterator[list]:

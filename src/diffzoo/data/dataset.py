@@ -26,10 +26,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DiffzooError
-from ..utils import write_json
-from ..utils import remove_tree
+from ..utils import atomic_dir, write_json
 from . import SOURCES
-from ._util import batched, check_image_bytes, clean_stale, worker_map
+from ._util import batched, check_image_bytes, worker_map
 
 ILSVRC2012_TRAIN_MD5 = "1d675b47d978889d74fa0da5fadfb00e"  # ILSVRC2012_img_train.tar as ImageNet publishes it
 MANIFEST_FORMAT = "diffzoo-dataset/1"
@@ -135,13 +134,9 @@ def build_dataset(source: str, inputs=(), out=None, *, sha256=None, md5=None, cl
     out = Path(out)
     if out.exists() and not force:
         raise DiffzooError(f"{out} exists; pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(out.parent, f".{out.name}.tmp-*")
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    remove_tree(tmp)
-    train = tmp / "train"
-    train.mkdir(parents=True)
-    try:
+    with atomic_dir(out) as tmp:  # the finished tree replaces `out` by a rename
+        train = tmp / "train"
+        train.mkdir(parents=True)
         if source == "digits":
             if inputs:
                 raise DiffzooError("the digits source is embedded; it takes no --input")
@@ -159,23 +154,9 @@ def build_dataset(source: str, inputs=(), out=None, *, sha256=None, md5=None, cl
             manifest = _manifest(source, [str(p) for p in inputs] or ([hf_repo] if hf_repo else []),
                                  per_class, archives, collector.corrupt, max_per_class)
         write_json(tmp / "manifest.json", manifest, sort_keys=False)
-        _install(tmp, out)
-    finally:
-        remove_tree(tmp)
     for c in manifest["corrupt"]:
         print(f"dataset: excluded {c['file']}: {c['reason']}", file=sys.stderr)
     return manifest
-
-
-def _install(tmp: Path, out: Path) -> None:
-    """Put the finished tree at `out` by renames only."""
-    if out.exists():
-        old = out.parent / f".{out.name}.tmp-old-{os.getpid()}"
-        os.rename(out, old)
-        os.rename(tmp, out)
-        remove_tree(old)
-    else:
-        os.rename(tmp, out)
 
 
 def _manifest(source, inputs, per_class, archives, corrupt, max_per_class) -> dict:

@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DiffzooError
-from ..utils import atomic_path, remove_tree, write_json
-from ._util import (clean_stale, describe_error, read_json, strict_decoding, worker_map)
+from ..utils import atomic_path, clean_stale_temps, kill_point, remove_tree, write_json
+from ._util import (describe_error, read_json, strict_decoding, worker_map)
 from .crop import center_crop_adm
 from .shards import INDEX_FORMAT, read_shard_meta
 
@@ -50,6 +50,9 @@ def list_items(src, max_per_class: int | None = None) -> tuple[list[str], list[t
             raise DiffzooError(f"class folder missing: {d}")
         entries = sorted((e for e in os.scandir(d) if e.is_file() and not e.name.startswith(".")),
                          key=lambda e: e.name)
+        if not entries:
+            raise DiffzooError(f"class folder {d} holds no images: a class with no images can be neither learned "
+                               "nor evaluated; remove the folder or add its images")
         if max_per_class is not None:
             entries = entries[:max_per_class]
         items.extend((f"{cls}/{e.name}", label, e.stat().st_size) for e in entries)
@@ -81,7 +84,8 @@ def _existing_shard(path: Path, fingerprint: str) -> dict | None:
         return None
     try:
         meta = read_shard_meta(path)
-    except Exception:  # unreadable or foreign: redo it
+    except Exception as err:  # unreadable or foreign: made again (it is ours, derived from the data)
+        print(f"warning: {path}: unreadable images shard ({describe_error(err)}); it is made again", file=sys.stderr)
         return None
     return meta if meta.get("fingerprint") == fingerprint else None
 
@@ -110,8 +114,7 @@ def build_images(src, out, resolution: int, shard_size: int = DEFAULT_SHARD_SIZE
     if out.is_symlink():  # an output Snakemake's cache restored: never write through the link
         remove_tree(out)
     out.mkdir(parents=True, exist_ok=True)
-    clean_stale(out, ".shard-*.tmp*")  # leftovers of killed writers (atomic_path temp files)
-    clean_stale(out, ".index.json.*tmp*")
+    clean_stale_temps(out)  # leftovers of killed writers (a live writer's temps are kept)
     num_shards = (len(items) + shard_size - 1) // shard_size
     for old in out.glob("shard-*.npz"):  # leftovers of a run with more shards
         if old.name not in {_shard_name(k) for k in range(num_shards)}:
@@ -147,6 +150,7 @@ def build_images(src, out, resolution: int, shard_size: int = DEFAULT_SHARD_SIZE
             corrupt.extend(meta["corrupt"])
             if after_shard is not None:
                 after_shard(k)
+            kill_point("images-shard")
     elapsed = time.perf_counter() - t0
     index = {
         "format": INDEX_FORMAT,

@@ -89,7 +89,9 @@ def train_classifier(images: str | Path | ImageSource, out: str | Path, *, epoch
 
     source = images if isinstance(images, ImageSource) else open_images(images)
     x_all, y_all = _load_all(source)
-    num_classes = int(num_classes or (y_all.max() + 1))
+    # The data's class list, not its largest label: a class folder without images would otherwise
+    # shrink the head, and evaluation would fail at the very end on the first sample of that class.
+    num_classes = int(num_classes or len(getattr(source, "classes", []) or []) or (y_all.max() + 1))
     heldout = heldout_mask(len(x_all))
     x_tr, y_tr, x_te, y_te = x_all[~heldout], y_all[~heldout], x_all[heldout], y_all[heldout]
     if len(x_tr) < batch_size:

@@ -12,6 +12,7 @@ branch's ReLU output, i.e. ``Mixed_6d.branch1x1``'s output, 192 x 17 x 17, read 
 """
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import DiffzooError
+from ..utils import describe
 from .images import sha256_file
 from .metrics import strict_float32
 
@@ -79,6 +81,19 @@ def resolve_inception_weights(path: str | Path | None = None, allow_download: bo
     return hub
 
 
+def safe_state_dict_stream(path: Path) -> io.BytesIO:
+    """The weights file's tensors, re-serialised in memory for torch-fidelity, which unpickles its
+    weights file with weights_only=False: read here with weights_only=True, a pickle that carries code
+    is refused before anything runs, and torch-fidelity unpickles only what this wrote."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DiffzooError(f"{path}: not a state dict of tensors")
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
+
+
 class InceptionExtractor:
     """torch-fidelity's ``inception-v3-compat`` with pool_3, unbiased logits and the mixed_6/conv hook."""
 
@@ -93,10 +108,9 @@ class InceptionExtractor:
         try:
             model = FeatureExtractorInceptionV3(
                 "inception-v3-compat", ["2048", "logits_unbiased"],
-                feature_extractor_weights_path=str(self.weights_path))
+                feature_extractor_weights_path=safe_state_dict_stream(self.weights_path))
         except Exception as err:
-            raise DiffzooError(f"{self.weights_path}: not loadable as {INCEPTION_FILE} ({type(err).__name__}: "
-                               f"{str(err).splitlines()[0][:200]})") from None
+            raise DiffzooError(f"{self.weights_path}: not loadable as {INCEPTION_FILE} ({describe(err)})") from None
         self.model = model.to(self.device)
         self.weights_sha256 = sha256_file(self.weights_path)
         self._spatial: list[torch.Tensor] = []

@@ -4,6 +4,8 @@
 """
 from __future__ import annotations
 
+LOCK = False  # reads only: no stage lock
+
 
 def add_arguments(p) -> None:
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")

@@ -8,6 +8,8 @@ import argparse
 import fnmatch
 import json
 
+LOCK = False  # reads only: no stage lock
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", nargs="?", default="*", help="glob over model names, e.g. 'DiT-XL/*'")

@@ -16,6 +16,8 @@ import yaml
 from ..errors import DiffzooError
 from ..params import load_params
 
+LOCK = False  # reads only: no stage lock
+
 CONFIGS = Path("configs")
 
 

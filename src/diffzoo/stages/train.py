@@ -28,8 +28,12 @@ from ..utils import content_hash, sha256_file, source_files, write_json
 CODE = ["training.py", "runtime.py", "stages/train.py", "latents.py", "diffusion/*.py", "checkpoints.py"]
 GPUS = "train_gpus"  # params.resources key
 PER_RUN = True
-# Settings that do not change what is trained: a run resumes across a change of them.
-NOT_IN_RUN_KEY = ("log_every", "ckpt_every", "parallel")
+# Settings that do not change what step N computes: a run resumes across a change of them (more
+# steps continue from the newest checkpoint). Every other train setting is the run's identity.
+RESUMABLE = ("steps", "log_every", "ckpt_every", "parallel", "compile", "grad_checkpointing")
+# The code whose edit starts a run afresh: the backbone's files and the objective's. An edit of
+# anything else (the loop, the runtime, the checkpoint code) continues the run.
+IDENTITY_CODE = ["diffusion/*.py"]
 
 
 def params_slice(params, run_id: str) -> dict:
@@ -123,16 +127,15 @@ def train(params_path: str, exp_id: str) -> dict:
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
 
-    # A checkpoint resumes only a run of the same configuration, data and code (a code change that
-    # made an engine rerun this stage must not continue weights trained by the old code). The GPU
-    # count and DDP/FSDP are not part of it: a run may resume on another number of GPUs.
-    code = {f: sha256_file(f) for f in source_files(CODE, run.model)}
+    # A checkpoint resumes only a run of the same identity (see Checkpointer). The GPU count and
+    # DDP/FSDP are not part of it: a run may resume on another number of GPUs.
+    code = {f: sha256_file(f) for f in source_files(IDENTITY_CODE, run.model)}
     init = resolve_checkpoint(cfg.init) if cfg.init else None
-    run_key = content_hash({"model": mcfg, "train": cfg.model_dump(mode="json", exclude=set(NOT_IN_RUN_KEY)),
-                            "latents": data.meta, "code": code, "init": sha256_file(init) if init else None})
+    identity = {"model": mcfg, "train": cfg.model_dump(mode="json", exclude=set(RESUMABLE)),
+                "latents": content_hash(data.meta), "code": code, "init": sha256_file(init) if init else None}
     sharded = proc.world > 1 and cfg.parallel == "fsdp"
-    checkpointer = Checkpointer(where["checkpoints"], run_key, proc, sharded)
-    state = resume_or_fresh(checkpointer, model, ema)
+    checkpointer = Checkpointer(where["checkpoints"], identity, proc, sharded)
+    state = resume_or_fresh(checkpointer, model, ema, cfg.steps)
     if state.step:
         print(f"resuming {exp_id} from step {state.step}", file=sys.stderr)
     elif init is not None:  # fine-tuning: the weights (and so the EMA) start from the file
