@@ -3,7 +3,6 @@ an uninterrupted run, and never leaves a half-written artifact at its final path
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,23 +26,19 @@ SAMPLE = DIFFZOO + ["sample", "--params", "params.yaml", "--experiment", "a"]
 
 
 def sample_and_kill(folder: Path) -> Path:
-    """Run the sample stage in folder and kill it after two finished parts; return the experiment dir."""
-    exp_dir = folder / "data/experiments/a"
-    run_and_kill(SAMPLE, folder, lambda: len(list(exp_dir.glob("samples.parts-*/part-*.npz"))) >= 2)
-    return exp_dir
+    """Run the sample stage in folder, killed (SIGKILL) right after its second part; return the
+    experiment dir."""
+    run_and_kill(SAMPLE, folder, "sample-part:2")
+    return folder / "data/experiments/a"
 
 
-def run_and_kill(cmd, cwd: Path, marker) -> None:
-    """Start cmd, SIGKILL it as soon as marker() is true (some but not all work done)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    while not marker() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, ("the stage finished before it could be interrupted: "
-                                 + proc.stderr.read().decode()[-500:])
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+def run_and_kill(cmd, cwd: Path, kill_at: str) -> None:
+    """Run cmd and have it SIGKILL itself at `kill_at` (diffzoo.utils.kill_point: "<point>:<n>"), a
+    deterministic point however busy the machine is."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", DIFFZOO_KILL_AT=kill_at)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.returncode == -signal.SIGKILL, ("the stage was not killed at " + kill_at + ": "
+                                                + proc.stderr.decode()[-500:])
 
 
 def no_temp_files(folder: Path) -> bool:
@@ -57,7 +52,7 @@ def test_train_resumes_to_the_same_weights(prepared, tmp_path):
     subprocess.run(cmd, cwd=whole, check=True, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
 
     ckpts = cut / "data/experiments/a/checkpoints"
-    run_and_kill(cmd, cut, lambda: len(list(ckpts.glob("step-*.pt"))) >= 2)
+    run_and_kill(cmd, cut, "train-step:12")  # after the checkpoints of steps 5 and 10
     model = cut / "data/experiments/a/model.safetensors"
     assert not model.exists()  # no final artifact from the killed run
     steps_done = max(int(p.stem.split("-")[1]) for p in ckpts.glob("step-*.pt"))

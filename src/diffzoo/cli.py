@@ -63,7 +63,7 @@ def _fail(command: str, message: str) -> int:
 
 def _lock(command: str, module, args):
     """The stage's advisory lock when it writes pipeline artifacts (a --params form): one writer per
-    command and experiment (data/.locks/<command>[-<id>].lock). LOCK = False in a module opts out."""
+    command and experiment (.diffzoo/locks/<command>[-<id>].lock). LOCK = False in a module opts out."""
     if not getattr(module, "LOCK", True) or not getattr(args, "params", None):
         return contextlib.nullcontext()
     experiment = getattr(args, "experiment", None)

@@ -165,8 +165,11 @@ class LatentDataset(torch.utils.data.Dataset):
         self.arrays = []
         for name in self.meta["shards"]:
             d = latents_dir / name
-            with reading(d, "latents shard (rerun the latents stage)"):
-                self.arrays.append({p.stem: np.load(p, mmap_mode="r") for p in d.glob("*.npy")})
+            arrays = {}
+            for p in sorted(d.glob("*.npy")):
+                with reading(p, "latents array (rerun the latents stage)"):
+                    arrays[p.stem] = np.load(p, mmap_mode="r")
+            self.arrays.append(arrays)
         self.labels = np.concatenate([a["labels"] for a in self.arrays])
         self.offsets = np.cumsum([0] + [len(a["labels"]) for a in self.arrays])
 

@@ -464,6 +464,43 @@ def _check_across_sections(params: Params) -> None:
                "'inception'; the classifier's reference is computed from the data's images")
 
 
+def check_inputs(params: Params) -> None:
+    """What the jobs will read from outside the project, checked at plan time (Snakemake reads its
+    config, DVC's first stage `diffzoo check`), so that a missing file fails before upstream work:
+    the data set's path, the VAE (a diffusers folder or a Hugging Face repo id; offline, it must be
+    in the cache), and the Inception weights and ADM reference batch when they are named."""
+    import glob
+    import os
+
+    data, vae, ev = params.data, params.latents.vae, params.evaluate
+    if params.uses_data and data.path and not glob.glob(os.path.expanduser(data.path)):
+        _raise("data.path", f" = {data.path!r}: no such file or folder (data.source {data.source!r} reads it)")
+    if vae != "identity":
+        _check_vae(vae)
+    for key, value in (("evaluate.inception_weights", ev.inception_weights), ("evaluate.reference", ev.reference)):
+        if value and not Path(value).is_file():
+            _raise(key, f" = {value!r}: no such file")
+
+
+def _check_vae(vae: str) -> None:
+    import os
+    import re
+
+    if Path(vae).is_dir():
+        if not (Path(vae) / "config.json").is_file():
+            _raise("latents.vae", f" = {vae!r}: the folder has no config.json (a diffusers AutoencoderKL folder)")
+        return
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", vae):
+        _raise("latents.vae", f" = {vae!r}: neither 'identity', a local diffusers AutoencoderKL folder, nor a "
+               "Hugging Face repo id (e.g. stabilityai/sd-vae-ft-ema)")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(vae, "config.json"), str):
+            _raise("latents.vae", f" = {vae!r}: not in the Hugging Face cache, and HF_HUB_OFFLINE is set "
+                   f"(download it once online: huggingface-cli download {vae})")
+
+
 @functools.cache
 def _model_error(model: str, args_json: str) -> str | None:
     """Why `create_model(model, **args)` fails, or None; built on the meta device (no memory)."""
@@ -591,9 +628,12 @@ def json_schema() -> dict:
     """The JSON Schema of a params file (workflow/schemas/params.schema.json; the Snakefile checks the
     merged config with it)."""
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **Params.model_json_schema()}
+    # Snakemake checks with Python's re.search, where "$" also matches before a final newline.
+    text = json.dumps(schema).replace(json.dumps(ID_PATTERN)[1:-1], json.dumps(r"\A" + ID_PATTERN[1:-1] + r"\Z")[1:-1])
+    schema = json.loads(text)
     schema["title"] = "diffzoo params"
     return schema
 
 
-__all__ = ["Params", "Run", "SECTIONS", "load_params", "validate", "merge", "typed_leaves", "read_yaml", "write_yaml",
-           "paths", "data_dir", "json_schema"]
+__all__ = ["Params", "Run", "SECTIONS", "load_params", "validate", "check_inputs", "merge", "typed_leaves", "read_yaml",
+           "write_yaml", "paths", "data_dir", "json_schema"]

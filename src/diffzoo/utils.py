@@ -26,13 +26,11 @@ HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
 TEMP_RE = re.compile(r"\A\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.[a-z0-9_]+\.tmp\Z")
 
 
-def _read_umask() -> int:
+def umask() -> int:
+    """The process's umask (os.umask can only be read by setting it: set back at once)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-UMASK = _read_umask()  # read once: os.umask is process-wide
 
 
 def _temp_prefix(final: Path) -> str:
@@ -94,7 +92,7 @@ def atomic_path(final: str | Path):
     final.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(final.parent, final.name)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(final), suffix=".tmp", dir=final.parent)
-    os.fchmod(fd, 0o666 & ~UMASK)
+    os.fchmod(fd, 0o666 & ~umask())
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -123,7 +121,7 @@ def atomic_dir(final: str | Path):
     final.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(final.parent, final.name)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(final), suffix=".tmp", dir=final.parent))
-    os.chmod(tmp, 0o777 & ~UMASK)
+    os.chmod(tmp, 0o777 & ~umask())
     try:
         yield tmp
         kill_point("write")
@@ -217,7 +215,7 @@ LOCK_ENV = "DIFFZOO_LOCK_HELD"
 
 
 @contextlib.contextmanager
-def stage_lock(name: str, directory: str | Path = Path("data") / ".locks"):
+def stage_lock(name: str, directory: str | Path = Path(".diffzoo") / "locks"):
     """An advisory lock (flock) for one stage of one experiment: a second writer gets one line naming
     the holder. The lock goes with the process (kill -9 frees it); it passes into torchrun through an
     inherited descriptor, and the ranks it starts see LOCK_ENV and take no lock of their own."""
@@ -226,7 +224,7 @@ def stage_lock(name: str, directory: str | Path = Path("data") / ".locks"):
         return
     path = Path(directory) / f"{name}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~UMASK)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

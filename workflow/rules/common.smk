@@ -13,7 +13,7 @@ from snakemake.utils import validate as validate_schema
 from diffzoo import pipeline
 from diffzoo.estimate import cost_summary
 from diffzoo.errors import DiffzooError
-from diffzoo.params import merge, paths, read_yaml, typed_leaves, validate, write_yaml
+from diffzoo.params import check_inputs, merge, paths, read_yaml, typed_leaves, validate, write_yaml
 
 PARAMS_FILE = ".snakemake/diffzoo/params.yaml"
 try:
@@ -23,6 +23,7 @@ try:
         _raw = merge(_raw, read_yaml(_f) or {})
     _raw = merge(_raw, typed_leaves(dict(workflow.config_settings.config)))
     PARAMS = validate(_raw)
+    check_inputs(PARAMS)  # the files and weights the jobs will read, before any job runs
 except DiffzooError as err:
     sys.exit(f"diffzoo: {', '.join(_files)}: {err}")
 validate_schema(_raw, "../schemas/params.schema.json", set_default=False)  # the schema derived from the same types

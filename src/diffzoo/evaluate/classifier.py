@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DiffzooError
+from ..utils import reading
 from .images import ImageSource, open_images, sha256_file
 
 ARCH = "diffzoo-digits-cnn-v1"  # the network; its training settings are in the config
@@ -163,7 +164,8 @@ def load_classifier(weights: str | Path) -> tuple[DigitsCNN, dict]:
     if config.get("arch") != ARCH:
         raise DiffzooError(f"{cfg_path}: arch {config.get('arch')!r}, expected {ARCH!r}")
     model = DigitsCNN(config["num_classes"], config["width"], config["feature_dim"])
-    model.load_state_dict(load_file(str(weights)))
+    with reading(weights, "classifier weights (.safetensors)"):
+        model.load_state_dict(load_file(str(weights)))
     return model.eval(), config
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +86,9 @@ def safe_state_dict_stream(path: Path) -> io.BytesIO:
     """The weights file's tensors, re-serialised in memory for torch-fidelity, which unpickles its
     weights file with weights_only=False: read here with weights_only=True, a pickle that carries code
     is refused before anything runs, and torch-fidelity unpickles only what this wrote."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    with warnings.catch_warnings():  # torch warns about the pickle protocol of old files
+        warnings.simplefilter("ignore")
+        state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DiffzooError(f"{path}: not a state dict of tensors")
     buffer = io.BytesIO()

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import DiffzooError
-from ..utils import atomic_path
+from ..utils import atomic_path, reading
 from .images import ImageSource, NpzImages, npz_member_header, open_images, sha256_file
 from .metrics import GaussianStats, InceptionScore
 
@@ -166,11 +166,10 @@ def load_reference(path: str | Path) -> Reference:
     path = Path(path)
     if not path.is_file():
         raise DiffzooError(f"reference {path}: no such file")
-    try:
+    with reading(path, "reference batch (.npz)"):
         z = np.load(path)
-    except (OSError, ValueError) as err:
-        raise DiffzooError(f"reference {path}: not an .npz file ({err})") from None
-    with z:
+        z.files  # noqa: B018  (a truncated zip fails here, not at the first array)
+    with z, reading(path, "reference batch (.npz)"):
         missing = [k for k in ("mu", "sigma") if k not in z.files]
         if missing:
             raise DiffzooError(f"reference {path}: no {', '.join(missing)} (an ADM reference batch holds "
@@ -207,12 +206,14 @@ REAL = "real.json"
 
 
 def build_classifier_reference(images: str | Path, out_dir: Path, classifier: dict, batch_size: int,
-                               distance_dtype: str, judge: bool = False, device: str | None = None) -> dict:
+                               distance_dtype: str, judge: bool = False, device: str | None = None,
+                               final_dir: Path | None = None) -> dict:
     """The in-domain reference of a data set without Inception weights, in `out_dir`:
     classifier.safetensors (the CNN trained on the training split of `images`, with `classifier`'s
     settings), reference.npz (that split's statistics) and real.json (the held-out split evaluated
     against it as any sample file: the tables' "real data" row, the floor a perfect generator would
-    reach at that sample count; with `judge`, the digits judge's accuracy too). Returns real.json."""
+    reach at that sample count; with `judge`, the digits judge's accuracy too). Returns real.json.
+    `final_dir`: where out_dir will be installed (real.json names the reference there)."""
     from ..utils import write_json
     from .classifier import heldout_mask, train_classifier
     from .evaluator import evaluate
@@ -233,5 +234,6 @@ def build_classifier_reference(images: str | Path, out_dir: Path, classifier: di
         from .judge import judge_source
         real["judge_accuracy"] = judge_source(split["held-out"])
     real["experiment"] = "real data"
+    real["reference"]["path"] = str(Path(final_dir or out_dir) / REFERENCE)
     write_json(out_dir / REAL, real)
     return real

@@ -35,7 +35,7 @@ def build_reference(params, device: str | None = None) -> Path:
         if ev.feature_extractor == "classifier":
             real = build_classifier_reference(where["images"], tmp, params.classifier.model_dump(), ev.batch_size,
                                               ev.pr_distance_dtype, judge=params.data.source == "digits",
-                                              device=device)
+                                              device=device, final_dir=where["reference"])
             from ..evaluate.evaluator import format_metrics
             print(f"real data (held-out images):\n{format_metrics(real)}")
         elif ev.reference:

@@ -15,6 +15,7 @@ import argparse
 import copy
 import json
 import sys
+from pathlib import Path
 
 import torch
 
@@ -23,7 +24,7 @@ from ..params import load_params, paths
 from ..runtime import distribute, relaunch_under_torchrun, setup_process
 from ..training import (Checkpointer, LossLog, export_model, full_state, loop_label_dropout, restore_optimizer,
                         resume_or_fresh, train_loop)
-from ..utils import content_hash, sha256_file, source_files, write_json
+from ..utils import PACKAGE, content_hash, sha256_file, source_files, write_json
 
 CODE = ["training.py", "runtime.py", "stages/train.py", "latents.py", "diffusion/*.py", "checkpoints.py"]
 GPUS = "train_gpus"  # params.resources key
@@ -129,7 +130,8 @@ def train(params_path: str, exp_id: str) -> dict:
 
     # A checkpoint resumes only a run of the same identity (see Checkpointer). The GPU count and
     # DDP/FSDP are not part of it: a run may resume on another number of GPUs.
-    code = {f: sha256_file(f) for f in source_files(IDENTITY_CODE, run.model)}
+    # Keyed by the file's place in the package: a run moved to another folder or clone continues.
+    code = {str(Path(f).resolve().relative_to(PACKAGE)): sha256_file(f) for f in source_files(IDENTITY_CODE, run.model)}
     init = resolve_checkpoint(cfg.init) if cfg.init else None
     identity = {"model": mcfg, "train": cfg.model_dump(mode="json", exclude=set(RESUMABLE)),
                 "latents": content_hash(data.meta), "code": code, "init": sha256_file(init) if init else None}

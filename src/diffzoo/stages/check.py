@@ -1,0 +1,31 @@
+"""check a params file (every key, value and input path) before any job runs
+
+`diffzoo check --params P [--out FILE]`: exits 2 with one line naming the key and the allowed values
+when something is wrong. Under DVC it is the first stage: every stage whose command carries an
+experiment id depends on its output, so an id that is not a safe name never reaches a shell.
+Snakemake runs the same check when it reads its config (workflow/rules/common.smk).
+"""
+from __future__ import annotations
+
+import argparse
+
+from ..params import check_inputs, load_params
+
+LOCK = False  # writes only its own small record
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--out", default=None, help="where to record the check (JSON: the experiments and samplings)")
+
+
+def run(args) -> int:
+    from ..utils import write_json
+
+    params = load_params(args.params)
+    check_inputs(params)
+    summary = {"experiments": sorted(params.experiments), "samplings": sorted(params.samplings)}
+    if args.out:
+        write_json(args.out, summary)
+    print(f"{args.params}: ok ({len(summary['experiments'])} experiments, {len(summary['samplings'])} samplings)")
+    return 0

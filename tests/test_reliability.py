@@ -1,0 +1,427 @@
+"""The reliability suite (marker `reliability`, run in CI): the attack of issue 15 replayed.
+
+- kill -9 at seeded random points of every stage (the stage's own progress points and the middle of
+  an atomic write), then a plain rerun: the artifacts equal an uninterrupted run's, no temp is left;
+- a corrupted input of every artifact type: one line naming the file, no traceback, nothing deleted,
+  and where the artifact is a resumable piece of our own (a sample part, a latents shard) it is moved
+  aside and made again;
+- two writers of one stage: the second gets one line naming the holder, the first finishes;
+- the rest of the list: unsafe ids never reach a shell (DVC), pickles in weights files never run,
+  settings that extend a run continue it, files follow the umask.
+
+The kills are deterministic (diffzoo.utils.kill_point: the process SIGKILLs itself the n-th time it
+passes a point), so the suite cannot race however busy the machine is.
+"""
+import json
+import os
+import pickle
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import DIFFZOO, ROOT, clone, edit_params, tiny_params
+
+pytestmark = pytest.mark.reliability
+
+SEEDS = (0, 1, 2)
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def diffzoo(cwd: Path, *args: str, kill_at: str | None = None, check: bool = True, env=None):
+    env = dict(env or ENV, **({"DIFFZOO_KILL_AT": kill_at} if kill_at else {}))
+    proc = subprocess.run(DIFFZOO + list(args), cwd=cwd, env=env, capture_output=True, text=True)
+    if check and kill_at:
+        assert proc.returncode == -signal.SIGKILL, f"not killed at {kill_at}: {proc.stderr[-800:]}"
+    elif check:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def one_line_error(proc, *needles: str) -> str:
+    """The stage failed through the CLI's single error path: exit 2, one line, no traceback."""
+    err = proc.stderr.strip()
+    lines = [line for line in err.splitlines() if not line.startswith("warning:")]
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def temps(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*.tmp")]
+
+
+def params_for_suite() -> dict:
+    raw = tiny_params()
+    raw["data"]["shard_size"] = 40  # 200 images: 5 image and latents shards, so there is a middle
+    raw["classifier"]["epochs"] = 2
+    raw["train"].update(steps=20)
+    raw["sample"].update(num_samples=24)
+    return raw
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    """Every stage run once without interruption: the bytes the interrupted runs must reproduce."""
+    root = tmp_path_factory.mktemp("whole")
+    (root / "params.yaml").write_text(json.dumps(params_for_suite()))
+    for stage in STAGES:
+        diffzoo(root, *STAGES[stage]["cmd"])
+    return root
+
+
+# stage -> its command, its progress point and how many times it passes it, and the artifacts to compare.
+STAGES = {
+    "dataset": {"cmd": ["dataset", "--params", "params.yaml"], "point": None, "n": 0, "out": ["data/digits/raw"]},
+    "images": {"cmd": ["images", "--params", "params.yaml"], "point": "images-shard", "n": 5,
+               "out": ["data/digits/images-8"]},
+    "latents": {"cmd": ["latents", "--params", "params.yaml"], "point": "latents-shard", "n": 5,
+                "out": ["data/digits/latents-8"]},
+    "reference": {"cmd": ["reference", "--params", "params.yaml"], "point": None, "n": 0,
+                  "out": ["data/digits/reference-8-classifier"]},
+    "train": {"cmd": ["train", "--params", "params.yaml", "--experiment", "a"], "point": "train-step", "n": 20,
+              "out": ["data/experiments/a/model.safetensors", "data/experiments/a/model.json"]},
+    "sample": {"cmd": ["sample", "--params", "params.yaml", "--experiment", "a"], "point": "sample-part", "n": 4,
+               "out": ["data/experiments/a/samples.npz"]},
+}
+UPSTREAM = {s: list(STAGES)[:i] for i, s in enumerate(STAGES)}
+
+
+def prepared_before(whole: Path, stage: str, dest: Path) -> Path:
+    """A project holding the uninterrupted run's artifacts of the stages before `stage` only."""
+    dest.mkdir()
+    shutil.copy(whole / "params.yaml", dest / "params.yaml")
+    for s in UPSTREAM[stage]:
+        for rel in STAGES[s]["out"]:
+            src, dst = whole / rel, dest / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
+    return dest
+
+
+def files_of(root: Path, rel: str) -> dict[str, bytes]:
+    path = root / rel
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return {str(p.relative_to(root)): p.read_bytes() for p in files}
+
+
+def same_artifact(a: Path, b: Path, rel: str) -> None:
+    fa, fb = files_of(a, rel), files_of(b, rel)
+    assert fa.keys() == fb.keys(), sorted(set(fa) ^ set(fb))
+    for name in fa:
+        if name.endswith(".npz"):  # compare arrays (zip members carry write times)
+            with np.load(a / name) as x, np.load(b / name) as y:
+                assert x.files == y.files and all(np.array_equal(x[k], y[k]) for k in x.files), name
+        elif name.endswith(".json"):
+            assert without_clock(json.loads(fa[name])) == without_clock(json.loads(fb[name])), name
+        else:
+            assert fa[name] == fb[name], name
+
+
+CLOCK = {"train_seconds", "images_per_s", "gpu_hours", "seconds"}  # wall-clock figures: they differ in any two runs
+
+
+def without_clock(obj):
+    if isinstance(obj, dict):
+        return {k: without_clock(v) for k, v in obj.items() if k not in CLOCK}
+    return obj
+
+
+def kill_points(stage: str, seed: int) -> list[str]:
+    """Two seeded points for one stage: one of its progress points and the middle of an atomic write."""
+    rng = random.Random(f"{stage}-{seed}")
+    spec = STAGES[stage]
+    out = [f"write:{rng.randint(1, 2)}"]
+    if spec["point"]:
+        out.append(f"{spec['point']}:{rng.randint(1, spec['n'] - 1)}")
+    return out
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_kill_9_anywhere_then_resume_gives_the_same_bytes(whole, tmp_path, stage, seed):
+    for i, point in enumerate(kill_points(stage, seed)):
+        root = prepared_before(whole, stage, tmp_path / f"p{i}")
+        diffzoo(root, *STAGES[stage]["cmd"], kill_at=point)
+        if stage in ("train", "sample"):  # the final artifact is written last
+            assert not (root / STAGES[stage]["out"][0]).exists(), point
+        diffzoo(root, *STAGES[stage]["cmd"])
+        for rel in STAGES[stage]["out"]:
+            same_artifact(whole, root, rel)
+        assert not temps(root), (point, temps(root))
+        assert not list(root.rglob("aside")), point
+
+
+# ---- corrupted inputs -----------------------------------------------------------------------------------
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+CORRUPT = {
+    # artifact -> (the stage that reads it, its command, the file to corrupt)
+    "images shard": ("latents", "data/digits/images-8/shard-00002.npz"),
+    "latents shard": ("train", "data/digits/latents-8/shard-00001/mean.npy"),
+    "model weights": ("sample", "data/experiments/a/model.safetensors"),
+    "samples": ("evaluate", "data/experiments/a/samples.npz"),
+    "reference statistics": ("evaluate", "data/digits/reference-8-classifier/reference.npz"),
+    "classifier weights": ("evaluate", "data/digits/reference-8-classifier/classifier.safetensors"),
+}
+
+
+@pytest.mark.parametrize("artifact", list(CORRUPT))
+def test_a_corrupt_input_is_one_line_naming_it_and_is_kept(whole, tmp_path, artifact):
+    stage, rel = CORRUPT[artifact]
+    root = clone(whole, tmp_path / "p")
+    target = root / rel
+    assert target.is_file(), rel
+    truncate(target)
+    before = target.read_bytes()
+    cmd = STAGES[stage]["cmd"] if stage in STAGES else ["evaluate", "--params", "params.yaml", "--experiment", "a"]
+    one_line_error(diffzoo(root, *cmd, check=False), rel.split("/")[-1])
+    assert target.read_bytes() == before  # reported, not deleted or replaced
+
+
+def test_a_corrupt_checkpoint_stops_training_and_stays(whole, tmp_path):
+    root = prepared_before(whole, "train", tmp_path / "p")
+    diffzoo(root, *STAGES["train"]["cmd"], kill_at="train-step:12")  # checkpoints at 5 and 10
+    ckpt = root / "data/experiments/a/checkpoints/step-0000010.pt"
+    truncate(ckpt)
+    one_line_error(diffzoo(root, *STAGES["train"]["cmd"], check=False), "step-0000010.pt", "left in place")
+    assert ckpt.is_file() and (root / "data/experiments/a/checkpoints/step-0000005.pt").is_file()
+
+
+@pytest.mark.parametrize("what", ["sample part", "latents shard"])
+def test_a_corrupt_piece_of_a_resumable_stage_is_set_aside_and_made_again(whole, tmp_path, what):
+    if what == "sample part":
+        root = prepared_before(whole, "sample", tmp_path / "p")
+        diffzoo(root, *STAGES["sample"]["cmd"], kill_at="sample-part:3")
+        piece = sorted((root / "data/experiments/a").glob("samples.parts-*/part-00001.npz"))[0]
+        stage, rel = "sample", "data/experiments/a/samples.npz"
+    else:
+        root = prepared_before(whole, "latents", tmp_path / "p")
+        diffzoo(root, *STAGES["latents"]["cmd"], kill_at="latents-shard:3")
+        piece = root / "data/digits/latents-8/shard-00001/mean.npy"
+        stage, rel = "latents", "data/digits/latents-8"
+    truncate(piece)
+    out = diffzoo(root, *STAGES[stage]["cmd"])
+    assert "moved to" in out.stderr and what in out.stderr
+    same_artifact(whole, root, rel)
+    assert len([p for p in root.rglob("aside/*")]) == 1
+
+
+def test_a_yaml_error_names_the_line(tmp_path):
+    (tmp_path / "params.yaml").write_text("data:\n  name: digits\n  source: [digits\n")
+    line = one_line_error(diffzoo(tmp_path, "dataset", "--params", "params.yaml", check=False), "params.yaml")
+    assert re.search(r"params.yaml:\d+:\d+: invalid YAML", line), line
+    assert not (tmp_path / "data").exists()
+
+
+def test_os_errors_take_the_single_error_path(tmp_path, monkeypatch, capsys):
+    """Permission denied and a full disk come out as one line naming the file (as root, chmod does
+    not deny reading: the errors are raised where the stage writes)."""
+    import errno
+
+    from diffzoo import cli
+    from diffzoo.stages import report
+
+    for code, text in ((errno.ENOSPC, "No space left on device"), (errno.EACCES, "Permission denied")):
+        def fail(args, code=code, text=text):
+            raise OSError(code, text, "results/tables/default.md")
+
+        monkeypatch.setattr(report, "run", fail)
+        monkeypatch.chdir(tmp_path)
+        assert cli.main(["report", "--params", "params.yaml"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"diffzoo report: error: results/tables/default.md: {text}", err
+
+
+# ---- two writers ------------------------------------------------------------------------------------------
+def test_a_second_writer_of_a_stage_is_refused_with_the_holder(whole, tmp_path):
+    root = prepared_before(whole, "train", tmp_path / "p")
+    edit_params(root, lambda raw: raw["train"].update(steps=400))  # long enough to be caught running
+    first = subprocess.Popen(DIFFZOO + STAGES["train"]["cmd"], cwd=root, env=ENV, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    ckpts = root / "data/experiments/a/checkpoints"
+    while first.poll() is None and not list(ckpts.glob("step-*.pt")):  # it holds the lock and trains
+        time.sleep(0.05)
+    second = diffzoo(root, *STAGES["train"]["cmd"], check=False)
+    running = first.poll() is None
+    assert first.wait() == 0, first.stderr.read()[-2000:]
+    assert running, "the first run ended before the second started"
+    one_line_error(second, "train-a is already running", f"pid {first.pid}")
+    assert (root / "data/experiments/a/model.safetensors").is_file()
+    assert "resuming" not in first.stderr.read()  # the refused writer touched nothing
+
+
+def test_the_stale_temp_cleanup_keeps_a_live_writers_temps(tmp_path):
+    from diffzoo.utils import HOST, clean_stale_temps
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        names = {pid: tmp_path / f".step-0000005.pt.{HOST}-{pid}.abcd1234.tmp" for pid in (live.pid, dead.pid)}
+        for p in names.values():
+            p.write_bytes(b"x")
+        other_host = tmp_path / ".shard-00001.otherhost-1.abcd1234.tmp"
+        other_host.mkdir()
+        assert clean_stale_temps(tmp_path) == [names[dead.pid]]
+        assert names[live.pid].exists() and other_host.exists()
+    finally:
+        live.kill()
+
+
+# ---- the rest of the attack -------------------------------------------------------------------------------
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("how", ["params", "flag"])
+def test_a_pickle_given_as_inception_weights_never_runs(whole, tmp_path, how):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "weights.pth"
+    evil.write_bytes(pickle.dumps({"Conv2d_1a_3x3.conv.weight": _Payload(marker)}))
+    root = clone(whole, tmp_path / "p")
+    if how == "params":
+        edit_params(root, lambda raw: raw["evaluate"].update(feature_extractor="inception",
+                                                              inception_weights=str(evil)))
+        proc = diffzoo(root, "evaluate", "--params", "params.yaml", "--experiment", "a", check=False)
+    else:
+        proc = diffzoo(root, "evaluate", "data/experiments/a/samples.npz", "--extractor", "inception",
+                       "--inception-weights", str(evil), "--ref", "data/digits/reference-8-classifier/reference.npz",
+                       "--no-download", check=False)
+    assert not marker.exists()
+    one_line_error(proc, "weights.pth")
+
+
+def test_dvc_never_runs_an_unsafe_id_in_a_shell(tmp_path):
+    p = tmp_path / "dvc"
+    p.mkdir()
+    shutil.copy(ROOT / "dvc.yaml", p / "dvc.yaml")
+    shutil.copytree(ROOT / "src", p / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    raw = tiny_params()
+    raw["experiments"] = {"x; touch pwned; echo ": raw["experiments"]["a"]}
+    (p / "params.yaml").write_text(json.dumps(raw))
+    env = dict(ENV, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"], PYTHONPATH=str(p / "src"))
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=p, env=env, check=True, capture_output=True)
+    proc = subprocess.run(["dvc", "repro"], cwd=p, env=env, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "must be a name of letters" in proc.stdout + proc.stderr
+    assert not (p / "pwned").exists()
+
+
+def test_more_steps_and_a_code_edit_outside_the_model_continue_the_run(whole, tmp_path):
+    root = prepared_before(whole, "train", tmp_path / "p")
+    edit_params(root, lambda raw: raw["train"].update(steps=15))
+    diffzoo(root, *STAGES["train"]["cmd"])
+    # A longer run and an edited training loop: resumes at 15 and ends where a 20-step run ends.
+    edit_params(root, lambda raw: raw["train"].update(steps=20, log_every=4))
+    out = diffzoo(root, *STAGES["train"]["cmd"], env=dict(ENV, PYTHONPATH=str(edited_package(tmp_path))))
+    assert "resuming a from step 15" in out.stderr
+    same_artifact(whole, root, "data/experiments/a/model.safetensors")
+    # A new learning rate is another run: fresh from step 0, the old checkpoints kept aside.
+    lr = params_for_suite()["train"]["lr"]
+    edit_params(root, lambda raw: raw["train"].update(lr=lr / 2))
+    out = diffzoo(root, *STAGES["train"]["cmd"])
+    assert "resuming a from" not in out.stderr and f"train.lr {lr} -> {lr / 2}" in out.stderr
+    aside = list((root / "data/experiments/a/checkpoints-aside").iterdir())
+    assert len(aside) == 1 and list(aside[0].glob("step-*.pt"))
+
+
+def edited_package(tmp_path: Path) -> Path:
+    """A copy of the package with a comment added to training.py (outside the model and objective)."""
+    src = tmp_path / "edited"
+    shutil.copytree(ROOT / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    loop = src / "diffzoo/training.py"
+    loop.write_text(loop.read_text() + "\n# an edit of the loop's file\n")
+    return src
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_artifacts_follow_the_umask(whole, tmp_path, umask):
+    root = prepared_before(whole, "sample", tmp_path / "p")
+    proc = subprocess.run(["sh", "-c", f"umask {umask:03o} && exec \"$@\"", "sh", *DIFFZOO, *STAGES["sample"]["cmd"]],
+                          cwd=root, env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-1000:]
+    for rel in ("data/experiments/a/samples.npz", "results/samples/a.png"):
+        assert (root / rel).stat().st_mode & 0o777 == 0o666 & ~umask, rel
+    old = os.umask(umask)
+    try:
+        from diffzoo.utils import atomic_dir
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "f").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_empty_class_folders_are_refused_by_the_images_stage(tmp_path):
+    for cls, n in (("a", 2), ("b", 2), ("c", 0)):
+        d = tmp_path / "src" / cls
+        d.mkdir(parents=True)
+        for i in range(n):
+            from PIL import Image
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(d / f"{i}.png")
+    proc = diffzoo(tmp_path, "images", "--src", str(tmp_path / "src"), "--out", str(tmp_path / "out"),
+                   "--resolution", "8", check=False)
+    one_line_error(proc, "class folder", "holds no images")
+
+
+def test_documented_values_and_a_spaced_configfile_plan_under_snakemake(tmp_path):
+    """`sampling_steps: "5,5"` (a respacing) and `train_gpus: 0` (a CPU job) once crashed planning;
+    a --configfile whose name has a space once broke every job's command."""
+    from test_workflow import make_project, sh
+
+    p = make_project(tmp_path / "smk")
+    (p / "my params.yaml").write_text(json.dumps({"experiments": {"dit": {"sample": {"sampling_steps": "5,5"}}},
+                                                  "resources": {"train_gpus": 0}}))
+    out = sh(p, "snakemake", "--cores", "2", "-n", "-p", "--configfile", "params.yaml", "my params.yaml")
+    assert "diffzoo train" in out and "sampling_steps" not in out
+    sh(p, "snakemake", "--cores", "2", "data/digits/images-8", "--configfile", "params.yaml", "my params.yaml")
+    merged = json.loads(json.dumps(__import__("yaml").safe_load((p / ".snakemake/diffzoo/params.yaml").read_text())))
+    assert merged["experiments"]["dit"]["sample"]["sampling_steps"] == "5,5"
+    assert merged["resources"]["train_gpus"] == 0
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("data.path", "/no/such/ILSVRC2012_img_train.tar", "data.path = '/no/such/ILSVRC2012_img_train.tar': no such file"),
+    ("latents.vae", "not a vae", "latents.vae = 'not a vae': neither 'identity', a local diffusers"),
+    ("latents.vae", "/tmp", "latents.vae = '/tmp': the folder has no config.json"),
+    ("evaluate.inception_weights", "/no/such.pth", "evaluate.inception_weights = '/no/such.pth': no such file"),
+])
+def test_missing_inputs_are_refused_at_plan_time(tmp_path, key, value, message):
+    """Checked when Snakemake reads its config (and by DVC's first stage), before any job runs."""
+    from test_workflow import make_project
+
+    from diffzoo.params import check_inputs, validate
+
+    raw = tiny_params()
+    section, field = key.split(".")
+    raw[section][field] = value
+    if key == "data.path":
+        raw["data"]["source"] = "imagenet-tar"
+    if key == "latents.vae":  # a VAE needs colour and a multiple of 8 (here 32 px: 4x4 latents)
+        raw["latents"]["grayscale"] = False
+        raw["data"]["resolution"] = 32
+    with pytest.raises(Exception, match=re.escape(message)):
+        check_inputs(validate(raw))
+    p = make_project(tmp_path / "smk")
+    (p / "params.yaml").write_text(json.dumps(raw))
+    env = dict(ENV, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"], PYTHONPATH=str(p / "src"))
+    proc = subprocess.run(["snakemake", "--cores", "1", "-n"], cwd=p, env=env, capture_output=True, text=True)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-1500:]
+    assert not (p / "data").exists()
