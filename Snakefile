@@ -14,6 +14,9 @@ localrules: all, report
 os.environ.setdefault("SNAKEMAKE_OUTPUT_CACHE", str(Path(".cache/snakemake").resolve()))
 Path(os.environ["SNAKEMAKE_OUTPUT_CACHE"]).mkdir(parents=True, exist_ok=True)
 
+envvars:
+    "SNAKEMAKE_OUTPUT_CACHE",
+
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
@@ -25,3 +28,10 @@ rule all:
     input:
         REPORT_OUTPUTS,
         expand(rules.sample.output.grid, exp=RUNS),
+
+
+onsuccess:
+    # The results, where the run ends (the report job's own output went to logs/report.log).
+    if Path(REPORT_OUTPUTS[0]).is_file():
+        from diffzoo.stages.report import print_tables
+        print_tables(PARAMS, stream=sys.stderr)

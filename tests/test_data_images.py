@@ -3,6 +3,8 @@ import hashlib
 import io
 import json
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from diffzoo.data.crop import center_crop_adm
 from diffzoo.data.dataset import build_dataset
 from diffzoo.data.images import build_images
 from diffzoo.data.shards import ShardDataset, iter_batches, iter_shards, load_index, open_shard
+from diffzoo.utils import HOST
 
 
 main = cli.main
@@ -79,7 +82,9 @@ def test_resume_after_interrupt(digits, digit_shards, tmp_path):
     assert index["num_images"] == 1797
     # deleting the last shard: only it is rebuilt, same bytes
     (out / "shard-00003.npz").unlink()
-    (out / ".shard-00003.npz.tmp-999").write_bytes(b"half")  # a killed writer's leftover
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / f".shard-00003.npz.{HOST}-{dead.pid}.abcd1234.tmp").write_bytes(b"half")  # a killed writer's leftover
     build_images(digits, out, 32, shard_size=500, workers=1)
     assert _digest(out) == _digest(digit_shards)
 

@@ -310,14 +310,15 @@ def test_a_pickle_given_as_inception_weights_never_runs(whole, tmp_path, how):
 def test_dvc_never_runs_an_unsafe_id_in_a_shell(tmp_path):
     p = tmp_path / "dvc"
     p.mkdir()
-    shutil.copy(ROOT / "dvc.yaml", p / "dvc.yaml")
+    for name in ("dvc.yaml", ".dvcignore", ".dvc/config"):
+        (p / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, p / name)
     shutil.copytree(ROOT / "src", p / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     raw = tiny_params()
     raw["experiments"] = {"x; touch pwned; echo ": raw["experiments"]["a"]}
     (p / "params.yaml").write_text(json.dumps(raw))
     env = dict(ENV, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"], PYTHONPATH=str(p / "src"))
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
-        subprocess.run(cmd, cwd=p, env=env, check=True, capture_output=True)
+    subprocess.run(["git", "init", "-q"], cwd=p, env=env, check=True, capture_output=True)
     proc = subprocess.run(["dvc", "repro"], cwd=p, env=env, capture_output=True, text=True)
     assert proc.returncode != 0
     assert "must be a name of letters" in proc.stdout + proc.stderr

@@ -44,7 +44,8 @@ SAMPLINGS = {"dit-cfg2": {"experiment": "dit", "sample": {"cfg_scale": 2.0}}}
 
 def make_project(dest: Path) -> Path:
     dest.mkdir()
-    for name in ("Snakefile", "dvc.yaml"):
+    for name in ("Snakefile", "dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore"):  # what a clone has
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, dest / name)
     shutil.copytree(ROOT / "workflow", dest / "workflow")
     os.symlink("workflow/profiles", dest / "profiles")
@@ -101,6 +102,17 @@ def test_snakemake_end_to_end_and_caching(tmp_path):
     assert not (p / "data/experiments/dit-cfg2/model.safetensors").exists()
     metrics = json.loads(read(p, "results/metrics/dis.json"))
     assert metrics["fid"] >= 0 and 0 <= metrics["precision"] <= 1
+    # A run a person can follow: the table at the end, every job's progress and result in its log.
+    assert "| diffzoo | dit | DiT-S/4 |" in out.split("steps (100%) done")[-1]
+    logs = {f.name: f.read_text() for f in (p / "logs").glob("*.log")}
+    assert len(logs) >= 12 and all(logs.values()), sorted(k for k, v in logs.items() if not v)
+    assert re.search(r"\d\d:\d\d:\d\d train dit: step 12/12 loss [\d.]+ [\d.]+ images/s ETA", logs["train-dit.log"])
+    assert "machine: python" in logs["sample-dis.log"] and "40/40 samples (100%)" in logs["sample-dis.log"]
+    assert re.search(r"^dit: FID: [\d.]+$", logs["evaluate-dit.log"], re.M), logs["evaluate-dit.log"]
+    # Snakemake's HTML report: the tables, plots and sample grids, captioned.
+    snakemake("--report", "report.html")
+    html = read(p, "report.html")
+    assert all(name in html for name in ("default.csv", "fid_vs_gflops.png", "loss.png", "dit-cfg2.png"))
 
     # 1. Nothing left to do.
     assert "Nothing to be done" in snakemake("-n")
@@ -183,8 +195,7 @@ def test_released_weights_are_imported_not_trained(tmp_path):
 
 def test_dvc_end_to_end_and_caching(tmp_path):
     p = make_project(tmp_path / "dvc")
-    sh(p, "git", "init", "-q")
-    sh(p, "dvc", "init", "-q")
+    sh(p, "git", "init", "-q")  # a fresh clone: the DVC repository (.dvc/config) is committed, no `dvc init`
     dvc = lambda *a: sh(p, "dvc", *a)  # noqa: E731
 
     out = dvc("repro")

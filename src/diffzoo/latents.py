@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from .errors import DiffzooError
-from .utils import (atomic_dir, clean_stale_temps, content_hash, describe, kill_point, reading, remove_tree, set_aside,
-                    write_json)
+from .utils import (Progress, atomic_dir, clean_stale_temps, content_hash, describe, kill_point, reading, remove_tree,
+                    set_aside, write_json)
 
 
 class Identity:
@@ -104,9 +104,11 @@ def encode_shards(images_dir: Path, out_dir: Path, vae: str = "identity", scale:
     clean_stale_temps(out_dir)  # a killed run's shard temps (they would change the output's hash)
     (out_dir / "settings.key").write_text(key)
     shards = []
+    progress = Progress(len(index["shards"]), f"latents ({vae})", "shards")
     for i, (images, labels) in enumerate(iter_shards(images_dir)):
         name = f"shard-{i:05d}"
         shards.append(name)
+        progress.update(1)
         if _whole_shard(out_dir / name, len(labels), flips):
             continue
         with atomic_dir(out_dir / name) as tmp:
@@ -123,6 +125,7 @@ def encode_shards(images_dir: Path, out_dir: Path, vae: str = "identity", scale:
                 np.save(tmp / f"{key}.npy", np.concatenate(parts))
             np.save(tmp / "labels.npy", np.asarray(labels, dtype=np.int64))
         kill_point("latents-shard")
+    progress.close()
     if not shards:
         raise DiffzooError(f"{images_dir} holds no image shards")
     shape = list(np.load(out_dir / shards[0] / "mean.npy", mmap_mode="r").shape[1:])

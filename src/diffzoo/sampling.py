@@ -9,7 +9,6 @@ uint8 NHWC, labels) atomically.
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from .diffusion.gaussian_diffusion import randint, randn
 from .latents import to_uint8
 from .params import SampleConfig
 from .runtime import Process
-from .utils import atomic_path, clean_stale_temps, describe, kill_point, reading, set_aside
+from .utils import Progress, atomic_path, clean_stale_temps, describe, kill_point, reading, set_aside
 
 SEED_STRIDE = 1 << 32
 
@@ -43,10 +42,8 @@ def sample_parts(model_fn, objective, codec, shape: list[int], num_classes: int,
         clean_stale_temps(parts_dir)
     todo = [k for k in range(proc.rank, n_parts, proc.world) if not _finished(parts_dir, k, bs if k < n_parts - 1
                                                                               else n - k * bs)]
-    progress = None
-    if proc.is_main and sys.stderr.isatty():
-        from tqdm.auto import tqdm
-        progress = tqdm(total=len(todo), desc=name)
+    left = sum(min(bs, n - k * bs) for k in todo) * proc.world  # rank 0 speaks for all ranks
+    progress = Progress(n, name, "samples", initial=max(0, n - left), enabled=proc.is_main)
     for k in todo:
         idx = range(k * bs, min(n, (k + 1) * bs))
         gens = sample_generators(cfg.seed, idx)
@@ -60,10 +57,8 @@ def sample_parts(model_fn, objective, codec, shape: list[int], num_classes: int,
         with atomic_path(part_path(parts_dir, k)) as tmp, open(tmp, "wb") as f:
             np.savez(f, arr_0=images, labels=labels.numpy())
         kill_point("sample-part")
-        if progress:
-            progress.update(1)
-    if progress:
-        progress.close()
+        progress.update(len(gens) * proc.world)
+    progress.close()
     return n_parts
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
 from .diffusion.gaussian_diffusion import rand
 from .params import TrainConfig
 from .runtime import Process
-from .utils import atomic_path, kill_point
+from .utils import Progress, atomic_path, kill_point
 
 KEEP_CHECKPOINTS = 2
 LOG_HEADER = "step\tloss\tmse\tvb\taux\timages_per_s"
@@ -242,10 +241,8 @@ def train_loop(model: torch.nn.Module, ema: torch.nn.Module, net: torch.nn.Modul
     drop_prob, null_class = label_dropout
     local_batch = cfg.global_batch_size // proc.world
     autocast = torch.autocast(proc.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
-    progress = None
-    if proc.is_main and sys.stderr.isatty():
-        from tqdm.auto import tqdm
-        progress = tqdm(total=cfg.steps, initial=state.step, desc=name)
+    # A line every log_every steps (timestamp, step, loss, images/s, ETA), on a terminal above the bar.
+    progress = Progress(cfg.steps, name, "steps", initial=state.step, every=float("inf"), enabled=proc.is_main)
     window: dict[str, list] = {}
     model.train()
     t_window = time.perf_counter()
@@ -272,8 +269,7 @@ def train_loop(model: torch.nn.Module, ema: torch.nn.Module, net: torch.nn.Modul
             if k in terms:
                 window.setdefault(k, []).append(terms[k].detach().mean())
         window.setdefault("aux", []).append(aux.detach() if aux is not None else torch.zeros((), device=proc.device))
-        if progress:
-            progress.update(1)
+        progress.update(1)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             now = time.perf_counter()
@@ -281,16 +277,16 @@ def train_loop(model: torch.nn.Module, ema: torch.nn.Module, net: torch.nn.Modul
             row, mean = _log_row(window, done, cfg.global_batch_size / max(now - t_window, 1e-9), proc)
             state.log_rows.append(row)
             t_window = now
-            if progress:
-                progress.set_postfix(loss=f"{mean['loss']:.4f}", img_s=f"{mean['images_per_s']:.0f}")
+            progress.note(f"step {done}/{cfg.steps} loss {mean['loss']:.4f} {mean['images_per_s']:.1f} images/s "
+                          f"ETA {progress.eta()}")
+            log.write(state.log_rows)  # the loss TSV follows the run, not only its checkpoints
             window = {}
         if done % cfg.ckpt_every == 0 or done == cfg.steps:
             state.step = done
             checkpointer.save(done, model, ema, opt, state)
             log.write(state.log_rows)
         kill_point("train-step")
-    if progress:
-        progress.close()
+    progress.close()
     state.step = max(state.step, cfg.steps)
     return state
 

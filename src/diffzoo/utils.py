@@ -241,3 +241,71 @@ def stage_lock(name: str, directory: str | Path = Path(".diffzoo") / "locks"):
     finally:
         os.environ.pop(LOCK_ENV, None)
         os.close(fd)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """A stage's progress, for a person: tqdm's bar on a terminal; without one (a log file, sbatch)
+    a timestamped line every `every` seconds ($DIFFZOO_PROGRESS_EVERY, default 30) and at the end:
+    `12:00:05 sample a: 12/48 parts (25%), 3.10 parts/s, elapsed 0:00:04, ETA 0:00:12`.
+    `note(text)` writes one timestamped line either way (the train loop's line every log_every)."""
+
+    def __init__(self, total: int, desc: str, unit: str = "it", initial: int = 0, every: float | None = None,
+                 enabled: bool = True, stream=None):
+        self.total, self.desc, self.unit, self.done, self.enabled = total, desc, unit, initial, enabled
+        self.start_count, self.t0 = initial, time.perf_counter()
+        self.every = float(os.environ.get("DIFFZOO_PROGRESS_EVERY", 30)) if every is None else every
+        self.stream = stream or sys.stderr
+        self.bar = None
+        if enabled and self.stream.isatty():
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self.stream)
+        self.last_line = self.t0
+        if enabled and not self.bar:
+            self._line(f"{self.done}/{self.total} {unit} to do" if initial == 0 else
+                       f"{self.done}/{self.total} {unit} done before, resuming")
+
+    def rate(self) -> float:
+        return (self.done - self.start_count) / max(time.perf_counter() - self.t0, 1e-9)
+
+    def eta(self) -> str:
+        rate = self.rate()
+        return _clock((self.total - self.done) / rate) if rate > 0 else "?"
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        now = time.perf_counter()
+        if now - self.last_line >= self.every and self.done < self.total:
+            self._status()
+
+    def _status(self) -> None:
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        self._line(f"{self.done}/{self.total} {self.unit} ({pct:.0f}%), {self.rate():.3g} {self.unit}/s, "
+                   f"elapsed {_clock(time.perf_counter() - self.t0)}, ETA {self.eta()}")
+
+    def note(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(f"{self.desc}: {text}", file=self.stream)
+        else:
+            self._line(text)
+
+    def _line(self, text: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {self.desc}: {text}", file=self.stream, flush=True)
+        self.last_line = time.perf_counter()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled:
+            self._status()

@@ -42,6 +42,20 @@ def one_of(ids):
     return "|".join(map(re.escape, ids)) or "(?!)"
 
 
+# Outputs flagged for `snakemake --report`, with their captions (workflow/report/*.rst).
+CAPTIONS = {"fid_vs_gflops.png": "fid_vs_gflops", "loss.png": "loss", "samples.png": "samples"}
+
+
+def in_report(path):
+    """An output, flagged for Snakemake's HTML report when a person should see it there."""
+    name = Path(path).name
+    if name.endswith(".csv"):
+        return report(path, caption="../report/table.rst", category="Tables")
+    if name in CAPTIONS:
+        return report(path, caption=f"../report/{CAPTIONS[name]}.rst", category="Plots")
+    return path
+
+
 def exp_path(key):
     """The path pattern of a per-experiment artifact, with the {exp} wildcard."""
     return str(paths(PARAMS, "{exp}")[key])

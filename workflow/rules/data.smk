@@ -12,8 +12,10 @@ rule dataset:
     log:
         "logs/dataset.log",
     cache: True
+    conda:
+        "../envs/diffzoo.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo dataset --params {params.file:q} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo dataset --params {params.file:q} > {log} 2>&1"
 
 
 rule images:
@@ -29,8 +31,10 @@ rule images:
     log:
         "logs/images.log",
     cache: True
+    conda:
+        "../envs/diffzoo.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo images --params {params.file:q} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo images --params {params.file:q} > {log} 2>&1"
 
 
 rule latents:
@@ -47,8 +51,10 @@ rule latents:
     log:
         "logs/latents.log",
     cache: True
+    conda:
+        "../envs/diffzoo.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo latents --params {params.file:q} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo latents --params {params.file:q} > {log} 2>&1"
 
 
 rule reference:
@@ -65,5 +71,7 @@ rule reference:
     log:
         "logs/reference.log",
     cache: True
+    conda:
+        "../envs/diffzoo.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo reference --params {params.file:q} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo reference --params {params.file:q} > {log} 2>&1"

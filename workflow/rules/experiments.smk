@@ -22,8 +22,10 @@ rule train:
     log:
         "logs/train-{exp}.log",
     cache: True
+    conda:
+        "../envs/diffzoo.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo train --params {params.file:q} --experiment {wildcards.exp:q} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo train --params {params.file:q} --experiment {wildcards.exp:q} > {log} 2>&1"
 
 
 rule import_weights:  # experiments with train.checkpoint: the released file is the model, no training
@@ -43,8 +45,10 @@ rule import_weights:  # experiments with train.checkpoint: the released file is 
     log:
         "logs/import-{exp}.log",
     cache: True
+    conda:
+        "../envs/diffzoo.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo import-checkpoint --params {params.file:q} --experiment {wildcards.exp:q} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo import-checkpoint --params {params.file:q} --experiment {wildcards.exp:q} > {log} 2>&1"
 
 
 rule sample:
@@ -56,15 +60,17 @@ rule sample:
         code=lambda w: pipeline.code_files("sample", PARAMS, w.exp),
     output:
         samples=exp_path("samples"),
-        grid=exp_path("grid"),
+        grid=report(exp_path("grid"), caption="../report/grid.rst", category="Sample grids", subcategory="{exp}"),
     params:
         slice=lambda w: pipeline.stage_slice(PARAMS, "sample", w.exp),
         file=PARAMS_FILE,
     log:
         "logs/sample-{exp}.log",
     cache: True
+    conda:
+        "../envs/diffzoo.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo sample --params {params.file:q} --experiment {wildcards.exp:q} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo sample --params {params.file:q} --experiment {wildcards.exp:q} > {log} 2>&1"
 
 
 rule evaluate:
@@ -82,5 +88,7 @@ rule evaluate:
     log:
         "logs/evaluate-{exp}.log",
     cache: True
+    conda:
+        "../envs/diffzoo.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo evaluate --params {params.file:q} --experiment {wildcards.exp:q} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo evaluate --params {params.file:q} --experiment {wildcards.exp:q} > {log} 2>&1"

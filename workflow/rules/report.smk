@@ -1,4 +1,5 @@
-# The papers' tables with our rows beside the published ones, and the plots.
+# The papers' tables with our rows beside the published ones, and the plots; flagged for
+# `snakemake --report report.html` with the captions in workflow/report/ (in_report: common.smk).
 
 
 rule report:
@@ -11,11 +12,13 @@ rule report:
         reference=PATHS["reference"],  # the real-data row (held-out images)
         code=pipeline.code_files("report"),
     output:
-        REPORT_OUTPUTS,
+        [in_report(path) for path in REPORT_OUTPUTS],
     params:
         slice=pipeline.stage_slice(PARAMS, "report"),
         file=PARAMS_FILE,
     log:
         "logs/report.log",
+    conda:
+        "../envs/diffzoo.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo report --params {params.file:q} 2> {log}"
+        "OMP_NUM_THREADS={threads} diffzoo report --params {params.file:q} > {log} 2>&1"

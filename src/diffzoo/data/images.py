@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DiffzooError
-from ..utils import atomic_path, clean_stale_temps, kill_point, remove_tree, write_json
+from ..utils import Progress, atomic_path, clean_stale_temps, kill_point, remove_tree, write_json
 from ._util import (describe_error, read_json, strict_decoding, worker_map)
 from .crop import center_crop_adm
 from .shards import INDEX_FORMAT, read_shard_meta
@@ -121,6 +121,7 @@ def build_images(src, out, resolution: int, shard_size: int = DEFAULT_SHARD_SIZE
             old.unlink()
     shards, corrupt = [], []
     t0, decoded, reused = time.perf_counter(), 0, 0
+    progress = Progress(num_shards, f"images {resolution}px", "shards", stream=log)
     with worker_map(workers) as mapper:
         for k in range(num_shards):
             chunk = items[k * shard_size:(k + 1) * shard_size]
@@ -151,6 +152,8 @@ def build_images(src, out, resolution: int, shard_size: int = DEFAULT_SHARD_SIZE
             if after_shard is not None:
                 after_shard(k)
             kill_point("images-shard")
+            progress.update(1)
+    progress.close()
     elapsed = time.perf_counter() - t0
     index = {
         "format": INDEX_FORMAT,

@@ -76,7 +76,7 @@ def resolve_inception_weights(path: str | Path | None = None, allow_download: bo
         raise DiffzooError(missing_weights_message("downloads disabled"))
     try:
         hub.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(INCEPTION_URL, str(hub), progress=False)  # hash: see describe()
+        torch.hub.download_url_to_file(INCEPTION_URL, str(hub), progress=True)  # hash: see describe()
     except Exception as err:  # no network, proxy, hash mismatch: all mean the same to the user
         raise DiffzooError(missing_weights_message(f"download failed: {type(err).__name__}")) from None
     return hub

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import DiffzooError
-from ..utils import atomic_path, reading
+from ..utils import Progress, atomic_path, reading
 from .images import ImageSource, NpzImages, npz_member_header, open_images, sha256_file
 from .metrics import GaussianStats, InceptionScore
 
@@ -67,8 +67,10 @@ def stream_features(source: ImageSource, extractor, batch_size: int = 100, keep_
     score = InceptionScore(is_split) if is_split else None
     classify = extractor.name == "classifier" and source.labels is not None
     correct, start, filled = (0 if classify else None), 0, 0
+    progress = Progress(n, f"features of {Path(str(source.path)).name}", "images")
     for images in source.batches(batch_size):
         feats = extractor(images)
+        progress.update(len(images))
         stop = start + len(images)
         pool.update(feats["pool"])
         if "spatial" in feats:
@@ -93,6 +95,7 @@ def stream_features(source: ImageSource, extractor, batch_size: int = 100, keep_
                 kept_images[filled:filled + hi - lo] = images[keep[lo:hi] - start]
             filled += hi - lo
         start = stop
+    progress.close()
     if start != n:
         raise DiffzooError(f"{source.path}: expected {n} images, read {start}")
     return FeaturePass(pool, spatial, kept_pool, kept_images, score.compute() if score else None, correct, n)

@@ -69,7 +69,7 @@ def evaluate_run(params, run_id: str, device: str | None = None) -> dict:
         metrics["judge_accuracy"] = judge_source(samples)
     metrics["experiment"] = run_id
     write_json(where["metrics"], metrics)
-    print(f"{run_id}:\n{format_metrics(metrics)}")
+    print("\n".join(f"{run_id}: {line}" for line in format_metrics(metrics).splitlines()))  # lines name their run
     return metrics
 
 

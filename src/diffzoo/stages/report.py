@@ -68,7 +68,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
 
 
+def print_tables(params, out: Path = Path("results"), stream=None) -> None:
+    """The report's tables as a person reads them at the end of a run (markdown), then where the
+    files are."""
+    import sys
+
+    stream = stream or sys.stdout
+    for table in params.report.tables:
+        md = out / "tables" / f"{table}.md"
+        if md.is_file():
+            print(md.read_text().rstrip() + "\n", file=stream)
+    print(f"tables: {out / 'tables'}/  plots: {out / 'plots'}/  sample grids: {out / 'samples'}/", file=stream)
+
+
 def run(args) -> int:
-    for path in report(load_params(args.params)):
-        print(path)
+    params = load_params(args.params)
+    report(params)
+    print_tables(params)
     return 0

@@ -71,6 +71,9 @@ def sample(params_path: str, run_id: str, device: str | None = None):
     if not where["model"].is_file():
         raise DiffzooError(f"{where['model']} does not exist: train experiment {run.trained_by!r} first")
     proc = setup_process(device)
+    if proc.is_main:
+        from ..runtime_facts import log_facts
+        log_facts()
     model = load_model(where["model"]).to(proc.device).eval()
     config = json.loads(where["model"].with_suffix(".json").read_text())
     arr = draw(model, config, cfg, where["model"], where["samples"], proc, params.latents.dtype, f"sample {run_id}")

@@ -114,6 +114,9 @@ def train(params_path: str, exp_id: str) -> dict:
     if cfg.checkpoint:
         return import_weights(params, run, where)
     proc = setup_process()
+    if proc.is_main:
+        from ..runtime_facts import log_facts
+        log_facts()
     if cfg.global_batch_size % proc.world:
         raise DiffzooError(f"train.global_batch_size {cfg.global_batch_size} is not divisible by {proc.world} GPUs")
 
