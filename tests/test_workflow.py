@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -257,3 +258,41 @@ def test_dvc_end_to_end_and_caching(tmp_path):
     assert "Data and pipelines are up to date" in dvc("status")
     assert read(p, "results/tables/default.md") == before
     assert (p / "data/experiments/dit-b/model.safetensors").stat().st_size > 0
+
+
+def test_dvc_experiments_queue_runs_each_with_its_own_params(tmp_path):
+    """`dvc exp run --queue -S ...` then `dvc queue start`: each queued experiment runs in its own
+    copy of the workspace (its params, and through PYTHONPATH=src its code), and `dvc exp show`
+    lists its headline metrics."""
+    p = make_project(tmp_path / "exp")
+    raw = tiny_params()
+    raw["experiments"] = {"dit": raw["experiments"]["dit"]}
+    raw["samplings"] = {}
+    raw["train"].update(steps=6, ckpt_every=6, log_every=3)
+    write_params(p, raw)
+    git = ["git", "-c", "user.name=diffzoo", "-c", "user.email=diffzoo@example.org"]
+    sh(p, "git", "init", "-q")
+    sh(p, "dvc", "repro")
+    sh(p, "git", "add", "-A")
+    sh(p, *git, "commit", "-qm", "baseline")
+    lr = raw["train"]["lr"]
+    for name, value in (("low", lr / 2), ("high", lr * 2)):
+        sh(p, "dvc", "exp", "run", "--queue", "-n", name, "-S", f"train.lr={value}")
+    sh(p, "dvc", "queue", "start", "-j", "1")
+    deadline = time.time() + 900
+    while re.search(r"Queued|Running", sh(p, "dvc", "queue", "status")) and time.time() < deadline:
+        time.sleep(3)
+    assert sh(p, "dvc", "queue", "status").count("Success") == 2
+    shown = subprocess.run(["dvc", "exp", "show", "--json"], cwd=p, env=env_for(p), capture_output=True, text=True)
+    rows = json.loads(shown.stdout)
+    seen = {}
+    for commit in rows:
+        for exp in commit.get("experiments") or []:
+            run = exp["revs"][0]
+            data = run["data"]
+            seen[run["name"]] = (data["params"]["params.yaml"]["data"]["train"]["lr"],
+                                 data["metrics"]["results/train/dit.json"]["data"]["final_loss"],
+                                 data["metrics"]["results/headline/dit.json"]["data"]["fid"])
+    assert set(seen) == {"low", "high"}, seen
+    assert seen["low"][0] == lr / 2 and seen["high"][0] == lr * 2
+    assert seen["low"][1] != seen["high"][1]  # each trained with its own learning rate

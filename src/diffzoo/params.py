@@ -620,6 +620,7 @@ def paths(params: Params, run_id: str | None = None) -> dict[str, Path]:
             "samples": e / "samples.npz",
             "grid": Path("results") / "samples" / f"{run_id}.png",
             "metrics": Path("results") / "metrics" / f"{run_id}.json",
+            "headline": Path("results") / "headline" / f"{run_id}.json",  # the few numbers `dvc exp show` lists
         })
     return out
 

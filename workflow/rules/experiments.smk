@@ -82,6 +82,7 @@ rule evaluate:
         code=pipeline.code_files("evaluate"),
     output:
         metrics=exp_path("metrics"),
+        headline=exp_path("headline"),
     params:
         slice=lambda w: pipeline.stage_slice(PARAMS, "evaluate", w.exp),
         file=PARAMS_FILE,

@@ -69,6 +69,9 @@ def evaluate_run(params, run_id: str, device: str | None = None) -> dict:
         metrics["judge_accuracy"] = judge_source(samples)
     metrics["experiment"] = run_id
     write_json(where["metrics"], metrics)
+    from ..report.tables import metric_columns
+    headline = {k: v for k, v in metric_columns(metrics).items() if k != "features" and v is not None}
+    write_json(where["headline"], headline)
     print("\n".join(f"{run_id}: {line}" for line in format_metrics(metrics).splitlines()))  # lines name their run
     return metrics
 
