@@ -211,3 +211,29 @@ def test_parallel_scan_is_10x_faster_than_sequential_loop_at_1024_tokens():
     finally:
         torch.set_num_threads(threads)
     assert t_loop / t_ours >= 10, (t_loop, t_ours)
+
+
+def test_fused_kernel_refuses_other_dtypes():
+    require_fused_kernel()
+    inp = _inputs(8, batch=1, dim=4, n=2)
+    u = _channels_last(inp["u"]).double()
+    with pytest.raises(TypeError, match="float32 CPU"):
+        scan_kernel.fused_selective_scan(u, u.float(), inp["A"], _channels_last(inp["B"]), _channels_last(inp["C"]))
+
+
+@pytest.mark.parametrize("env", [{"CC": "/nonexistent/cc"}, {"DIFFZOO_SCAN_KERNEL": "0"}], ids=["no-compiler", "off"])
+def test_without_the_kernel_the_pytorch_scan_runs(env, monkeypatch, tmp_path):
+    monkeypatch.setenv("DIFFZOO_KERNEL_DIR", str(tmp_path))  # nothing built there yet
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    scan_kernel.library.cache_clear()
+    try:
+        if "CC" in env:
+            with pytest.warns(UserWarning, match="using the PyTorch scan"):
+                assert not scan_kernel.available()
+        assert not scan_kernel.available() and not mamba.use_fused_kernel(torch.zeros(1))
+        inp = _inputs(40, seed=4)
+        torch.testing.assert_close(selective_scan_torch(**inp, delta_softplus=True).double(),
+                                   sequential_selective_scan(**inp, delta_softplus=True), rtol=1e-5, atol=1e-5)
+    finally:
+        scan_kernel.library.cache_clear()  # the next test builds (or finds) the real kernel again

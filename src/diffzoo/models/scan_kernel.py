@@ -30,7 +30,6 @@ import torch
 
 SOURCE = Path(__file__).with_name("selective_scan_cpu.c")
 CFLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-shared", "-fPIC"]
-CHUNK = 64  # steps per stored state; the C source's CHUNK
 
 
 class _ScanArgs(ctypes.Structure):
@@ -81,6 +80,7 @@ def library():
     lib.scan_forward.argtypes = [ctypes.POINTER(_ScanArgs), ptr, ptr, i64, i64]
     lib.scan_backward.argtypes = [ctypes.POINTER(_ScanArgs), ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr,
                                   i64, i64]
+    lib.scan_chunk.restype = ctypes.c_int
     lib.conv_silu_forward.argtypes = [i64, i64, i64, ptr, i64, i64, ptr, ptr, ctypes.c_int, ptr, i64, i64]
     lib.conv_silu_backward.argtypes = [i64, i64, i64, ptr, i64, i64, ptr, ptr, ctypes.c_int, ptr, ptr, ptr, ptr, i64,
                                        i64]
@@ -122,16 +122,24 @@ def _unit_inner(t: torch.Tensor | None) -> torch.Tensor | None:
     return t if t is None or t.stride(-1) == 1 else t.contiguous()
 
 
+def _check(*tensors) -> None:
+    """The kernels read raw float32 CPU memory: refuse anything else rather than read garbage."""
+    for t in tensors:
+        if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu"):
+            raise TypeError(f"the fused CPU kernels take float32 CPU tensors, got {t.dtype} on {t.device}")
+
+
 class _FusedSelectiveScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, reverse):
+        _check(u, delta, A, B, C, D, z)
         u, delta, z = _unit_inner(u), _unit_inner(delta), _unit_inner(z)
         a_t = A.t().contiguous()
         batch, length, dim = u.shape
         out = u.new_empty(batch, length, dim)
-        chunk_states = u.new_empty(batch, -(-length // CHUNK), a_t.shape[0], dim)
-        args = _args(u, delta, a_t, B, C, D, z, reverse)
         lib = library()
+        chunk_states = u.new_empty(batch, -(-length // lib.scan_chunk()), a_t.shape[0], dim)  # state per chunk
+        args = _args(u, delta, a_t, B, C, D, z, reverse)
         _over_batch(lambda b0, b1, _: lib.scan_forward(ctypes.byref(args), out.data_ptr(), chunk_states.data_ptr(),
                                                        b0, b1), batch)
         ctx.save_for_backward(u, delta, a_t, B, C, D, z, chunk_states)
@@ -171,6 +179,7 @@ def fused_selective_scan(u, delta, A, B, C, D=None, z=None, reverse: bool = Fals
 class _FusedConvSilu(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, reverse):
+        _check(x, weight, bias)
         x = _unit_inner(x)
         batch, length, dim = x.shape
         w_t = weight.reshape(dim, -1).t().contiguous()                              # (K, dim)

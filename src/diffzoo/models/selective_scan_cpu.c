@@ -24,7 +24,9 @@
 #define MULTIVERSION
 #endif
 
-#define CHUNK 64
+#define CHUNK 64  /* steps per stored state */
+
+int scan_chunk(void) { return CHUNK; }
 
 /* exp(x) to about 2 ulp: x = k ln2 + r, |r| <= ln2/2, Cephes' polynomial for exp(r), 2^k from the
  * exponent bits; k is rounded by the 1.5 * 2^23 trick, so no float-int conversion or libm call stops
