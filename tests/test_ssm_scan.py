@@ -136,15 +136,15 @@ def _channels_last(x):
 @pytest.mark.parametrize("length,reverse", [(5, True), (64, False), (129, True), (300, False)])
 def test_fused_kernel_reverse_and_strided_inputs_match_sequential(length, reverse):
     """The kernel's own interface: channel-last views with batch/time strides (B and C slices of one
-    projection, as in the mixer), delta after softplus, time run backwards for `reverse`."""
+    projection, as in the mixer; delta a transposed view), time run backwards for `reverse`."""
     require_fused_kernel()
     inp = _inputs(length, batch=3, dim=20, n=5, seed=length)
     leaves = {k: v.clone().requires_grad_() for k, v in inp.items()}
     proj = torch.cat([_channels_last(leaves["B"]), _channels_last(leaves["C"])], dim=-1)  # (b, L, 2N)
-    delta = F.softplus(_channels_last(leaves["delta"]) + leaves["delta_bias"])
     z = torch.cat([_channels_last(leaves["z"]), torch.zeros_like(_channels_last(leaves["z"]))], dim=-1)[..., :20]
-    y = scan_kernel.fused_selective_scan(_channels_last(leaves["u"]).contiguous(), delta, leaves["A"],
-                                         proj[..., :5], proj[..., 5:], leaves["D"], z, reverse=reverse)
+    y = scan_kernel.fused_selective_scan(_channels_last(leaves["u"]).contiguous(), _channels_last(leaves["delta"]),
+                                         leaves["A"], proj[..., :5], proj[..., 5:], leaves["D"], z, reverse=reverse,
+                                         delta_bias=leaves["delta_bias"], delta_softplus=True)
     flip = (lambda x: x.flip(-1)) if reverse else (lambda x: x)  # noqa: E731
     ref = {k: v.detach().double().requires_grad_() for k, v in inp.items()}
     y_ref = flip(sequential_selective_scan(flip(ref["u"]), flip(ref["delta"]), ref["A"], flip(ref["B"]),

@@ -11,7 +11,7 @@ over time. This module provides:
   y *= silu(z); float32 inside, output in the input's dtype.
 * On CPU tensors, the fused C kernels of scan_kernel.py (selective_scan_cpu.c, built on first use
   with the system compiler) run it: one pass over time per batch row with the (d_inner, N) state in
-  cache, 3-10x faster than the PyTorch scan below, which runs where no C compiler is found (or
+  cache, 3-7x faster than the PyTorch scan below, which runs where no C compiler is found (or
   DIFFZOO_SCAN_KERNEL=0), under FLOP counting and under torch.compile's tracing. The `Mamba` mixer
   then also runs its depthwise conv + SiLU in a kernel and keeps everything channel-last; its
   backward direction steps through time backwards instead of flipping the sequence.
@@ -259,17 +259,19 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
         raise NotImplementedError("the CPU scan supports real A and input-dependent B, C of shape (batch, N, L)")
     dtype_in = u.dtype
     u, delta = u.float(), delta.float()
-    if delta_bias is not None:
-        delta = delta + delta_bias[..., None].float()
-    if delta_softplus:
-        delta = F.softplus(delta)
     if use_fused_kernel(u):
         with _no_autocast(u.device.type):
             y = fused_selective_scan(u.transpose(1, 2).contiguous(), delta.transpose(1, 2).contiguous(), A.float(),
                                      B.float().transpose(1, 2), C.float().transpose(1, 2),
                                      None if D is None else D.float(),
-                                     None if z is None else z.float().transpose(1, 2).contiguous())
+                                     None if z is None else z.float().transpose(1, 2).contiguous(),
+                                     delta_bias=None if delta_bias is None else delta_bias.float(),
+                                     delta_softplus=delta_softplus)
         return y.transpose(1, 2).to(dtype_in)
+    if delta_bias is not None:
+        delta = delta + delta_bias[..., None].float()
+    if delta_softplus:
+        delta = F.softplus(delta)
     with _no_autocast(u.device.type):  # float32 throughout, also under autocast
         y = _ChunkedSelectiveScan.apply(u.contiguous(), delta.contiguous(), A.float().contiguous(),
                                         B.float().contiguous(), C.float().contiguous())
@@ -396,10 +398,10 @@ class Mamba(nn.Module):
             x = fused_conv_silu(x.float(), conv.weight.float(),
                                 None if conv.bias is None else conv.bias.float(), reverse=reverse)
         dt, B, C = torch.split(x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.softplus(dt.float() @ dt_proj.weight.float().t() + dt_proj.bias.float())
+        delta = (dt @ dt_proj.weight.t()).float()  # as _branch: the matmul in autocast's dtype
         with _no_autocast(xz.device.type):
             return fused_selective_scan(x.float(), delta, A, B.float(), C.float(), D.float(), z.float(),
-                                        reverse=reverse)
+                                        reverse=reverse, delta_bias=dt_proj.bias.float(), delta_softplus=True)
 
     def forward(self, hidden_states: torch.Tensor, inference_params=None) -> torch.Tensor:
         if inference_params is not None:

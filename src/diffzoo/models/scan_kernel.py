@@ -1,8 +1,8 @@
 """The fused CPU selective scan (selective_scan_cpu.c): built on first use, called through ctypes.
 
-`fused_selective_scan` computes, on channel-last float32 tensors, what selective_scan_ref computes
-after its softplus: h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t, y_t = C_t . h_t + D u_t,
-out_t = y_t * silu(z_t), with time run backwards when `reverse` (the backward branch of a
+`fused_selective_scan` computes, on channel-last float32 tensors, what selective_scan_ref computes:
+delta <- softplus(delta + delta_bias) (each optional), h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t,
+y_t = C_t . h_t + D u_t, out_t = y_t * silu(z_t), with time run backwards when `reverse` (the backward branch of a
 bidirectional mixer, without flipping anything). Its backward is the kernel's own: a chunk's states
 are recomputed from the state stored at its start, then the reverse recurrence runs through it.
 
@@ -34,10 +34,10 @@ CFLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-sha
 
 class _ScanArgs(ctypes.Structure):
     _fields_ = ([(name, ctypes.c_int64) for name in ("batch", "length", "dim", "n")]
-                + [(name, ctypes.c_void_p) for name in ("u", "delta", "a_t", "b", "c", "d_skip", "z")]
+                + [(name, ctypes.c_void_p) for name in ("u", "delta", "a_t", "b", "c", "d_skip", "z", "delta_bias")]
                 + [(name, ctypes.c_int64) for name in ("su_b", "su_t", "sd_b", "sd_t", "sz_b", "sz_t", "sb_b",
                                                        "sb_t", "sb_n", "sc_b", "sc_t", "sc_n")]
-                + [("reverse", ctypes.c_int)])
+                + [("reverse", ctypes.c_int), ("softplus", ctypes.c_int)])
 
 
 def _kernel_dir() -> Path:
@@ -79,7 +79,7 @@ def library():
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64
     lib.scan_forward.argtypes = [ctypes.POINTER(_ScanArgs), ptr, ptr, i64, i64]
     lib.scan_backward.argtypes = [ctypes.POINTER(_ScanArgs), ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr,
-                                  i64, i64]
+                                  ptr, i64, i64]
     lib.scan_chunk.restype = ctypes.c_int
     lib.conv_silu_forward.argtypes = [i64, i64, i64, ptr, i64, i64, ptr, ptr, ctypes.c_int, ptr, i64, i64]
     lib.conv_silu_backward.argtypes = [i64, i64, i64, ptr, i64, i64, ptr, ptr, ctypes.c_int, ptr, ptr, ptr, ptr, i64,
@@ -110,12 +110,12 @@ def _ptr(t: torch.Tensor | None):
     return None if t is None else t.data_ptr()
 
 
-def _args(u, delta, a_t, b, c, d_skip, z, reverse) -> _ScanArgs:
+def _args(u, delta, a_t, b, c, d_skip, z, delta_bias, reverse, softplus) -> _ScanArgs:
     batch, length, dim = u.shape
     zs = z.stride() if z is not None else (0, 0, 1)
     return _ScanArgs(batch, length, dim, a_t.shape[0], _ptr(u), _ptr(delta), _ptr(a_t), _ptr(b), _ptr(c),
-                     _ptr(d_skip), _ptr(z), u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), zs[0], zs[1],
-                     *b.stride(), *c.stride(), int(reverse))
+                     _ptr(d_skip), _ptr(z), _ptr(delta_bias), u.stride(0), u.stride(1), delta.stride(0),
+                     delta.stride(1), zs[0], zs[1], *b.stride(), *c.stride(), int(reverse), int(softplus))
 
 
 def _unit_inner(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -131,25 +131,25 @@ def _check(*tensors) -> None:
 
 class _FusedSelectiveScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, reverse):
-        _check(u, delta, A, B, C, D, z)
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, reverse, softplus):
+        _check(u, delta, A, B, C, D, z, delta_bias)
         u, delta, z = _unit_inner(u), _unit_inner(delta), _unit_inner(z)
         a_t = A.t().contiguous()
         batch, length, dim = u.shape
         out = u.new_empty(batch, length, dim)
         lib = library()
         chunk_states = u.new_empty(batch, -(-length // lib.scan_chunk()), a_t.shape[0], dim)  # state per chunk
-        args = _args(u, delta, a_t, B, C, D, z, reverse)
+        args = _args(u, delta, a_t, B, C, D, z, delta_bias, reverse, softplus)
         _over_batch(lambda b0, b1, _: lib.scan_forward(ctypes.byref(args), out.data_ptr(), chunk_states.data_ptr(),
                                                        b0, b1), batch)
-        ctx.save_for_backward(u, delta, a_t, B, C, D, z, chunk_states)
-        ctx.reverse = reverse
+        ctx.save_for_backward(u, delta, a_t, B, C, D, z, delta_bias, chunk_states)
+        ctx.reverse, ctx.softplus = reverse, softplus
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        u, delta, a_t, B, C, D, z, chunk_states = ctx.saved_tensors
+        u, delta, a_t, B, C, D, z, delta_bias, chunk_states = ctx.saved_tensors
         grad_out = _unit_inner(grad_out)
         batch, length, dim = u.shape
         n = a_t.shape[0]
@@ -160,20 +160,24 @@ class _FusedSelectiveScan(torch.autograd.Function):
         # sums over batch and time: float64 partials per thread (equal results for any thread count)
         grad_a_t = u.new_zeros(workers, n, dim, dtype=torch.float64)
         grad_d = u.new_zeros(workers, dim, dtype=torch.float64)
-        args = _args(u, delta, a_t, B, C, D, z, ctx.reverse)
+        grad_bias = u.new_zeros(workers, dim, dtype=torch.float64) if delta_bias is not None else None
+        args = _args(u, delta, a_t, B, C, D, z, delta_bias, ctx.reverse, ctx.softplus)
         lib = library()
         _over_batch(lambda b0, b1, i: lib.scan_backward(
             ctypes.byref(args), chunk_states.data_ptr(), grad_out.data_ptr(), grad_out.stride(0), grad_out.stride(1),
             grad_u.data_ptr(), grad_delta.data_ptr(), _ptr(grad_z), grad_b.data_ptr(), grad_c.data_ptr(),
-            grad_a_t[i].data_ptr(), grad_d[i].data_ptr(), b0, b1), batch)
+            grad_a_t[i].data_ptr(), grad_d[i].data_ptr(), None if grad_bias is None else grad_bias[i].data_ptr(),
+            b0, b1), batch)
         return (grad_u, grad_delta, grad_a_t.sum(0).t().float(), grad_b, grad_c,
-                grad_d.sum(0).float() if D is not None else None, grad_z, None)
+                grad_d.sum(0).float() if D is not None else None, grad_z,
+                grad_bias.sum(0).float() if grad_bias is not None else None, None, None)
 
 
-def fused_selective_scan(u, delta, A, B, C, D=None, z=None, reverse: bool = False) -> torch.Tensor:
-    """u, delta (softplus already applied), z: (batch, L, dim); A: (dim, N); B, C: (batch, L, N); D: (dim,).
-    All float32 on the CPU. Returns (batch, L, dim) float32."""
-    return _FusedSelectiveScan.apply(u, delta, A, B, C, D, z, bool(reverse))
+def fused_selective_scan(u, delta, A, B, C, D=None, z=None, reverse: bool = False, delta_bias=None,
+                         delta_softplus: bool = False) -> torch.Tensor:
+    """u, delta, z: (batch, L, dim); A: (dim, N); B, C: (batch, L, N); D, delta_bias: (dim,). All
+    float32 on the CPU. Returns (batch, L, dim) float32."""
+    return _FusedSelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias, bool(reverse), bool(delta_softplus))
 
 
 class _FusedConvSilu(torch.autograd.Function):

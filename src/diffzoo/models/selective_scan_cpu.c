@@ -7,7 +7,7 @@
  *
  * Layout: u, delta, z, out and their gradients are channel-last (batch, L, D) with unit stride in D
  * (any batch and time strides); B and C are (batch, L, N) with any strides; A is given transposed,
- * (N, D) contiguous. delta arrives already biased and softplus'ed (vectorised by PyTorch).
+ * (N, D) contiguous. delta_t = softplus(delta_in_t + delta_bias) (each optional), then
  *   h_t = exp(delta_t A) * h_{t-1} + delta_t u_t B_t,  y_t = C_t . h_t + D u_t,  out_t = y_t silu(z_t)
  * `reverse` runs time from L-1 down to 0 (the backward direction of a bidirectional mixer, no flips).
  * The forward stores the state entering every chunk of CHUNK steps; the backward recomputes a chunk's
@@ -52,18 +52,40 @@ static inline float fast_exp(float x) {
 
 typedef struct {
     int64_t batch, length, dim, n;
-    const float *u, *delta, *a_t, *b, *c, *d_skip, *z;
+    const float *u, *delta, *a_t, *b, *c, *d_skip, *z, *delta_bias;
     int64_t su_b, su_t, sd_b, sd_t, sz_b, sz_t, sb_b, sb_t, sb_n, sc_b, sc_t, sc_n;
-    int reverse;
+    int reverse, softplus;
 } scan_args;
 
+/* softplus(x) = max(x, 0) + log1p(exp(-|x|)); log1p(e) for e in (0, 1] as 2 atanh(e / (2 + e)), an
+ * odd series in s <= 1/3 (truncation below 1e-8), so the loop stays vectorised. */
+static inline float softplus_f(float x) {
+    float e = fast_exp(x < 0.0f ? x : -x);
+    float s = e / (2.0f + e), s2 = s * s;
+    float series = 1.0f + s2 * (1.0f / 3 + s2 * (1.0f / 5 + s2 * (1.0f / 7 + s2 * (1.0f / 9 + s2 * (1.0f / 11
+                   + s2 * (1.0f / 13))))));
+    return (x > 0.0f ? x : 0.0f) + 2.0f * s * series;
+}
+
+/* delta_t of batch row bi into dl (D): the bias added and softplus applied where asked. */
+static inline __attribute__((always_inline)) void delta_row(const scan_args *p, int64_t bi, int64_t t, float *dl) {
+    const float *raw = p->delta + bi * p->sd_b + t * p->sd_t, *bias = p->delta_bias;
+    const int64_t D = p->dim;
+#pragma omp simd
+    for (int64_t d = 0; d < D; d++) {
+        float x = raw[d] + (bias ? bias[d] : 0.0f);
+        dl[d] = p->softplus ? softplus_f(x) : x;
+    }
+}
+
 /* One time step t of batch row bi: h <- exp(delta A) h + delta u B, y = C . h (both (N, D) / (D)),
- * du = delta u; with `store` (a constant where inlined) also the decay and the new state. */
+ * dl = delta, du = delta u; with `store` (a constant where inlined) also the decay and the new state. */
 static inline __attribute__((always_inline)) void scan_step(const scan_args *p, int64_t bi, int64_t t, float *h,
-                                                            float *du, float *y, float *decay, float *states,
-                                                            const int store) {
+                                                            float *dl, float *du, float *y, float *decay,
+                                                            float *states, const int store) {
     const int64_t D = p->dim, N = p->n;
-    const float *u = p->u + bi * p->su_b + t * p->su_t, *dl = p->delta + bi * p->sd_b + t * p->sd_t;
+    const float *u = p->u + bi * p->su_b + t * p->su_t;
+    delta_row(p, bi, t, dl);
 #pragma omp simd
     for (int64_t d = 0; d < D; d++) { du[d] = dl[d] * u[d]; y[d] = 0.0f; }
     for (int64_t s = 0; s < N; s++) {
@@ -89,8 +111,8 @@ static inline __attribute__((always_inline)) void scan_step(const scan_args *p, 
 MULTIVERSION
 void scan_forward(const scan_args *p, float *out, float *chunk_states, int64_t b0, int64_t b1) {
     const int64_t L = p->length, D = p->dim, N = p->n, n_chunks = (L + CHUNK - 1) / CHUNK;
-    float *h = calloc((size_t)(N * D + 2 * D), sizeof(float));
-    float *du = h + N * D, *y = du + D;
+    float *h = calloc((size_t)(N * D + 3 * D), sizeof(float));
+    float *du = h + N * D, *y = du + D, *dl = y + D;
     for (int64_t bi = b0; bi < b1; bi++) {
         memset(h, 0, sizeof(float) * N * D);
         for (int64_t i = 0; i < L; i++) {
@@ -98,7 +120,7 @@ void scan_forward(const scan_args *p, float *out, float *chunk_states, int64_t b
             if (i % CHUNK == 0)
                 memcpy(chunk_states + (bi * n_chunks + i / CHUNK) * N * D, h, sizeof(float) * N * D);
             const float *u = p->u + bi * p->su_b + t * p->su_t;
-            scan_step(p, bi, t, h, du, y, NULL, NULL, 0);
+            scan_step(p, bi, t, h, dl, du, y, NULL, NULL, 0);
             float *o = out + (bi * L + t) * D;
             const float *z = p->z ? p->z + bi * p->sz_b + t * p->sz_t : NULL;
 #pragma omp simd
@@ -112,19 +134,20 @@ void scan_forward(const scan_args *p, float *out, float *chunk_states, int64_t b
     free(h);
 }
 
-/* grad_out (batch, L, D) with strides (sg_b, sg_t); outputs contiguous: grad_u, grad_delta, grad_z
- * (batch, L, D), grad_b, grad_c (batch, L, N); accumulated in double over rows [b0, b1) and time:
- * grad_a_t (N, D), grad_d_skip (D). */
+/* grad_out (batch, L, D) with strides (sg_b, sg_t); outputs contiguous: grad_u, grad_delta (of the
+ * raw delta, before bias and softplus), grad_z (batch, L, D), grad_b, grad_c (batch, L, N);
+ * accumulated in double over rows [b0, b1) and time: grad_a_t (N, D), grad_d_skip, grad_bias (D). */
 MULTIVERSION
 void scan_backward(const scan_args *p, const float *chunk_states, const float *grad_out, int64_t sg_b,
                    int64_t sg_t, float *grad_u, float *grad_delta, float *grad_z, float *grad_b,
-                   float *grad_c, double *grad_a_t, double *grad_d_skip, int64_t b0, int64_t b1) {
+                   float *grad_c, double *grad_a_t, double *grad_d_skip, double *grad_bias, int64_t b0,
+                   int64_t b1) {
     const int64_t L = p->length, D = p->dim, N = p->n, n_chunks = (L + CHUNK - 1) / CHUNK;
     const int64_t ND = N * D;
-    /* per chunk step: decay and state (N, D); y before the skip, delta*u (D) */
-    float *decay = malloc(sizeof(float) * (size_t)(CHUNK * (2 * ND + 2 * D) + 2 * ND + 3 * D));
+    /* per chunk step: decay and state (N, D); y before the skip, delta*u, delta (D) */
+    float *decay = malloc(sizeof(float) * (size_t)(CHUNK * (2 * ND + 3 * D) + 2 * ND + 3 * D));
     float *states = decay + CHUNK * ND, *ybuf = states + CHUNK * ND, *dubuf = ybuf + CHUNK * D;
-    float *carry = dubuf + CHUNK * D, *h = carry + ND;
+    float *dlbuf = dubuf + CHUNK * D, *carry = dlbuf + CHUNK * D, *h = carry + ND;
     float *gy = h + ND, *gdu = gy + D, *gdl = gdu + D;
     for (int64_t bi = b0; bi < b1; bi++) {
         memset(carry, 0, sizeof(float) * ND);
@@ -133,11 +156,13 @@ void scan_backward(const scan_args *p, const float *chunk_states, const float *g
             memcpy(h, chunk_states + (bi * n_chunks + ch) * ND, sizeof(float) * ND);
             for (int64_t i = i0; i < i1; i++) {  /* recompute the chunk */
                 const int64_t t = p->reverse ? L - 1 - i : i, k = i - i0;
-                scan_step(p, bi, t, h, dubuf + k * D, ybuf + k * D, decay + k * ND, states + k * ND, 1);
+                scan_step(p, bi, t, h, dlbuf + k * D, dubuf + k * D, ybuf + k * D, decay + k * ND, states + k * ND,
+                          1);
             }
             for (int64_t i = i1 - 1; i >= i0; i--) {  /* reverse recurrence */
                 const int64_t t = p->reverse ? L - 1 - i : i, k = i - i0;
-                const float *u = p->u + bi * p->su_b + t * p->su_t, *dl = p->delta + bi * p->sd_b + t * p->sd_t;
+                const float *u = p->u + bi * p->su_b + t * p->su_t, *dl = dlbuf + k * D;
+                const float *raw = p->delta + bi * p->sd_b + t * p->sd_t, *bias = p->delta_bias;
                 const float *go = grad_out + bi * sg_b + t * sg_t, *y = ybuf + k * D, *du = dubuf + k * D;
                 const float *z = p->z ? p->z + bi * p->sz_b + t * p->sz_t : NULL;
                 const int64_t row = (bi * L + t) * D;
@@ -181,10 +206,18 @@ void scan_backward(const scan_args *p, const float *chunk_states, const float *g
                     grad_c[(bi * L + t) * N + s] = acc_c;
                     grad_b[(bi * L + t) * N + s] = acc_b;
                 }
+                const float *d_skip = p->d_skip;
+                const int softplus = p->softplus;
 #pragma omp simd
                 for (int64_t d = 0; d < D; d++) {
-                    grad_u[row + d] = gdu[d] * dl[d] + (p->d_skip ? gy[d] * p->d_skip[d] : 0.0f);
-                    grad_delta[row + d] = gdl[d] + gdu[d] * u[d];
+                    grad_u[row + d] = gdu[d] * dl[d] + (d_skip ? gy[d] * d_skip[d] : 0.0f);
+                    float g = gdl[d] + gdu[d] * u[d];
+                    float x = raw[d] + (bias ? bias[d] : 0.0f);
+                    grad_delta[row + d] = softplus ? g / (1.0f + fast_exp(-x)) : g;  /* softplus' = sigmoid */
+                }
+                if (grad_bias) {
+#pragma omp simd
+                    for (int64_t d = 0; d < D; d++) grad_bias[d] += (double)grad_delta[row + d];
                 }
             }
         }
