@@ -50,18 +50,21 @@ def sdpa_context(kind: str):
                         "math": SDPBackend.MATH}[kind])
 
 
-def select_scan(kind: str) -> str:
-    """Which selective scan CUDA Mamba layers run: mamba-ssm's kernels or our PyTorch scan."""
+def select_scan(kind: str, device: torch.device) -> str:
+    """Which selective scan Mamba layers run: on CUDA mamba-ssm's kernels or our PyTorch scan (--scan
+    ours), on CPU our fused C kernel where it builds, else our PyTorch scan."""
     if kind == "ours":
         mamba.cuda_selective_scan = lambda: None
-    elif kind == "mamba-ssm" and mamba.cuda_selective_scan() is None:
+    elif kind == "mamba-ssm" and (device.type != "cuda" or mamba.cuda_selective_scan() is None):
         raise SystemExit(json.dumps({"error": "mamba_ssm's selective_scan_fn does not import here"}))
-    return "mamba-ssm" if mamba.cuda_selective_scan() is not None else "diffzoo"
+    if device.type == "cuda":
+        return "mamba-ssm" if mamba.cuda_selective_scan() is not None else "diffzoo PyTorch"
+    return "diffzoo fused C" if mamba.kernels_built() else "diffzoo PyTorch"
 
 
 def bench(args) -> dict:
     dev = torch.device(args.device)
-    scan = select_scan(args.scan)
+    scan = select_scan(args.scan, dev)
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
