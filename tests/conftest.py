@@ -1,5 +1,6 @@
 """Shared fixtures: a small project (digits through dataset -> images -> latents) that the stage tests
-copy, so the data stages run once per test session."""
+copy, so the data stages run once per test session; the two CPU selective-scan paths."""
+import os
 import shutil
 import subprocess
 import sys
@@ -43,3 +44,26 @@ def prepared(tmp_path_factory):
     for stage in ("dataset", "images", "latents"):
         subprocess.run(DIFFZOO + [stage, "--params", "params.yaml"], cwd=root, check=True, capture_output=True)
     return root
+
+
+def require_fused_kernel():
+    """The fused CPU scan kernels must build wherever there is a C compiler; without one there is
+    nothing of theirs to test (mamba.py then runs its PyTorch path, which the other param tests)."""
+    from diffzoo.models import scan_kernel
+
+    if not scan_kernel.available():
+        compiler = shutil.which(os.environ.get("CC", "cc"))
+        assert compiler is None, f"{compiler} is there but the fused scan kernels did not build"
+        pytest.skip("no C compiler: the fused scan kernels cannot be built here")
+
+
+@pytest.fixture(params=["fused", "pytorch"])
+def scan_path(request, monkeypatch):
+    """Run a test on the fused C kernels (scan_kernel.py) and on the PyTorch path they replace."""
+    from diffzoo.models import mamba
+
+    if request.param == "pytorch":
+        monkeypatch.setattr(mamba, "use_fused_kernel", lambda u: False)
+    else:
+        require_fused_kernel()
+    return request.param

@@ -50,7 +50,7 @@ def reference_mamba(sd, hidden, bimamba_type, divide_out, d_state, dt_rank, d_co
 
 
 @pytest.mark.parametrize("bimamba_type,divide_out,length", [("none", False, 45), ("v2", False, 70), ("v2", True, 33)])
-def test_mixer_equals_reference_path(bimamba_type, divide_out, length):
+def test_mixer_equals_reference_path(bimamba_type, divide_out, length, scan_path):
     torch.manual_seed(0)
     mixer = Mamba(24, d_state=8, d_conv=4, expand=2, bimamba_type=bimamba_type, divide_out=divide_out)
     with torch.no_grad():  # move every parameter off its init so each one matters
@@ -58,7 +58,7 @@ def test_mixer_equals_reference_path(bimamba_type, divide_out, length):
             p.add_(0.1 * torch.randn_like(p))
     hidden = torch.randn(2, length, 24, requires_grad=True)
     out = mixer(hidden)
-    sd = {k: v.detach() for k, v in mixer.state_dict().items()}
+    sd = {k: v.detach().double().requires_grad_() for k, v in mixer.state_dict().items()}
     hidden_ref = hidden.detach().double().requires_grad_()
     ref = reference_mamba(sd, hidden_ref, bimamba_type, divide_out, 8, mixer.dt_rank, 4)
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
@@ -66,6 +66,8 @@ def test_mixer_equals_reference_path(bimamba_type, divide_out, length):
     (out * w).sum().backward()
     (ref * w.double()).sum().backward()
     torch.testing.assert_close(hidden.grad.double(), hidden_ref.grad, rtol=1e-5, atol=1e-5)
+    for name, param in mixer.named_parameters():  # every weight, both directions' conv, x/dt proj, A, D
+        torch.testing.assert_close(param.grad.double(), sd[name].grad, rtol=1e-5, atol=1e-5, msg=name)
 
 
 def test_state_dict_names_and_shapes_are_mamba_ssm_and_vim():
@@ -124,7 +126,7 @@ def test_mixer_macs_are_projections_conv_and_declared_scan():
     ("DiS-S/2", dict(patch_size=1, hidden_size=32, depth=2)),
     ("DiffuSSM-S", dict(hidden_size=32, depth=2)),
 ])
-def test_bf16_autocast_forward_backward_finite_at_1024_tokens(name, kwargs):
+def test_bf16_autocast_forward_backward_finite_at_1024_tokens(name, kwargs, scan_path):
     torch.manual_seed(0)
     model = create_model(name, input_size=32, in_channels=4, num_classes=10, **kwargs)
     with torch.no_grad():  # non-zero output layers so the gradients reach every block

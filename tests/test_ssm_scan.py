@@ -1,8 +1,9 @@
-"""Our selective scan against an independent sequential evaluation of the recurrence.
+"""Our selective scans against an independent sequential evaluation of the recurrence.
 
 The reference below is written from selective_scan_ref's documented semantics (mamba-ssm): a Python
-loop over time in float64. Our scan must match it to 1e-5 in float32, values and gradients, for
-lengths that are not powers of two and that need padding and several halvings of the parallel scan.
+loop over time in float64. Both CPU paths -- the fused C kernel (scan_kernel.py) and the PyTorch
+chunked parallel scan it falls back to -- must match it to 1e-5 in float32, values and gradients,
+for lengths that are not powers of two, span several chunks and end in a partial one.
 """
 import time
 
@@ -10,8 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffzoo.models import mamba
+from diffzoo.models import mamba, scan_kernel
 from diffzoo.models.mamba import linear_recurrence, selective_scan, selective_scan_torch
+
+from conftest import require_fused_kernel
 
 
 def sequential_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
@@ -58,7 +61,7 @@ CASES = [  # (length, use D, use z, use delta_bias, softplus)
                          ids=["one-chunk", "16-step-chunks", "16-step-chunks-recomputed"])
 @pytest.mark.parametrize("length,use_d,use_z,use_bias,softplus", CASES)
 def test_scan_matches_sequential_values_and_gradients(length, use_d, use_z, use_bias, softplus, min_chunk, keep,
-                                                      monkeypatch):
+                                                      monkeypatch, scan_path):
     monkeypatch.setattr(mamba, "CHUNK_ELEMENTS", 1)  # chunks of min_chunk steps (16: several, unequal ends)
     monkeypatch.setattr(mamba, "MIN_CHUNK", min_chunk)
     monkeypatch.setattr(mamba, "KEEP_ELEMENTS", keep)  # 0: the backward recomputes every chunk
@@ -89,7 +92,7 @@ def test_scan_matches_sequential_values_and_gradients(length, use_d, use_z, use_
             torch.testing.assert_close(leaves[k].grad.double(), v.grad, rtol=1e-5, atol=1e-5, msg=k)
 
 
-def test_scan_is_stable_for_strong_decay_and_long_sequences(monkeypatch):
+def test_scan_is_stable_for_strong_decay_and_long_sequences(monkeypatch, scan_path):
     monkeypatch.setattr(mamba, "CHUNK_ELEMENTS", 1)
     monkeypatch.setattr(mamba, "MIN_CHUNK", 100)
     # Large steps: exp of cumulative sums of delta*A would be exp(-1e5); the linear-domain scan stays exact.
@@ -108,7 +111,7 @@ def test_linear_recurrence_against_loop_with_unit_decay():
     torch.testing.assert_close(h, torch.cumsum(b, dim=-2), rtol=1e-5, atol=1e-5)
 
 
-def test_dispatch_uses_cpu_path_without_cuda():
+def test_dispatch_uses_cpu_path_without_cuda(scan_path):
     inp = _inputs(16)
     out = selective_scan(**inp, delta_softplus=True)
     torch.testing.assert_close(out.double(), sequential_selective_scan(**inp, delta_softplus=True),
@@ -116,7 +119,7 @@ def test_dispatch_uses_cpu_path_without_cuda():
     assert mamba.cuda_selective_scan() is None or torch.cuda.is_available()
 
 
-def test_output_dtype_follows_input_and_scan_runs_in_float32():
+def test_output_dtype_follows_input_and_scan_runs_in_float32(scan_path):
     inp = _inputs(50)
     u16 = inp["u"].bfloat16()
     y = selective_scan_torch(u16, inp["delta"], inp["A"], inp["B"], inp["C"], inp["D"], delta_softplus=True)
@@ -124,6 +127,52 @@ def test_output_dtype_follows_input_and_scan_runs_in_float32():
     ref = sequential_selective_scan(u16.float(), inp["delta"], inp["A"], inp["B"], inp["C"], inp["D"],
                                     delta_softplus=True)
     torch.testing.assert_close(y.double(), ref, rtol=1e-2, atol=1e-2)
+
+
+def _channels_last(x):
+    return x.transpose(1, 2)
+
+
+@pytest.mark.parametrize("length,reverse", [(5, True), (64, False), (129, True), (300, False)])
+def test_fused_kernel_reverse_and_strided_inputs_match_sequential(length, reverse):
+    """The kernel's own interface: channel-last views with batch/time strides (B and C slices of one
+    projection, as in the mixer; delta a transposed view), time run backwards for `reverse`."""
+    require_fused_kernel()
+    inp = _inputs(length, batch=3, dim=20, n=5, seed=length)
+    leaves = {k: v.clone().requires_grad_() for k, v in inp.items()}
+    proj = torch.cat([_channels_last(leaves["B"]), _channels_last(leaves["C"])], dim=-1)  # (b, L, 2N)
+    z = torch.cat([_channels_last(leaves["z"]), torch.zeros_like(_channels_last(leaves["z"]))], dim=-1)[..., :20]
+    y = scan_kernel.fused_selective_scan(_channels_last(leaves["u"]).contiguous(), _channels_last(leaves["delta"]),
+                                         leaves["A"], proj[..., :5], proj[..., 5:], leaves["D"], z, reverse=reverse,
+                                         delta_bias=leaves["delta_bias"], delta_softplus=True)
+    flip = (lambda x: x.flip(-1)) if reverse else (lambda x: x)  # noqa: E731
+    ref = {k: v.detach().double().requires_grad_() for k, v in inp.items()}
+    y_ref = flip(sequential_selective_scan(flip(ref["u"]), flip(ref["delta"]), ref["A"], flip(ref["B"]),
+                                           flip(ref["C"]), ref["D"], flip(ref["z"]), ref["delta_bias"], True))
+    torch.testing.assert_close(_channels_last(y).double(), y_ref, rtol=1e-5, atol=1e-5)
+    w = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(2))
+    (_channels_last(y) * w).sum().backward()
+    (y_ref * w.double()).sum().backward()
+    for k in inp:
+        torch.testing.assert_close(leaves[k].grad.double(), ref[k].grad, rtol=1e-5, atol=1e-5, msg=k)
+
+
+def test_fused_kernel_threads_split_the_batch_with_equal_results():
+    require_fused_kernel()
+    inp = _inputs(150, batch=5, dim=16, n=4, seed=9)
+    results = []
+    threads = torch.get_num_threads()
+    for n_threads in (1, 3):
+        torch.set_num_threads(n_threads)
+        try:
+            leaves = {k: v.clone().requires_grad_() for k, v in inp.items()}
+            y = selective_scan_torch(**leaves, delta_softplus=True)
+            y.sum().backward()
+        finally:
+            torch.set_num_threads(threads)
+        results.append([y.detach()] + [leaves[k].grad for k in sorted(leaves)])
+    for one, three in zip(*results, strict=True):
+        torch.testing.assert_close(three, one, rtol=1e-6, atol=1e-6)
 
 
 def _loop_scan(u, delta, A, B, C, D, z, delta_bias):
@@ -162,3 +211,29 @@ def test_parallel_scan_is_10x_faster_than_sequential_loop_at_1024_tokens():
     finally:
         torch.set_num_threads(threads)
     assert t_loop / t_ours >= 10, (t_loop, t_ours)
+
+
+def test_fused_kernel_refuses_other_dtypes():
+    require_fused_kernel()
+    inp = _inputs(8, batch=1, dim=4, n=2)
+    u = _channels_last(inp["u"]).double()
+    with pytest.raises(TypeError, match="float32 CPU"):
+        scan_kernel.fused_selective_scan(u, u.float(), inp["A"], _channels_last(inp["B"]), _channels_last(inp["C"]))
+
+
+@pytest.mark.parametrize("env", [{"CC": "/nonexistent/cc"}, {"DIFFZOO_SCAN_KERNEL": "0"}], ids=["no-compiler", "off"])
+def test_without_the_kernel_the_pytorch_scan_runs(env, monkeypatch, tmp_path):
+    monkeypatch.setenv("DIFFZOO_KERNEL_DIR", str(tmp_path))  # nothing built there yet
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    scan_kernel.library.cache_clear()
+    try:
+        if "CC" in env:
+            with pytest.warns(UserWarning, match="using the PyTorch scan"):
+                assert not scan_kernel.available()
+        assert not scan_kernel.available() and not mamba.use_fused_kernel(torch.zeros(1))
+        inp = _inputs(40, seed=4)
+        torch.testing.assert_close(selective_scan_torch(**inp, delta_softplus=True).double(),
+                                   sequential_selective_scan(**inp, delta_softplus=True), rtol=1e-5, atol=1e-5)
+    finally:
+        scan_kernel.library.cache_clear()  # the next test builds (or finds) the real kernel again

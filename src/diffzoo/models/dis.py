@@ -166,4 +166,5 @@ class DiS(Backbone):
 # functools.partial: keyword overrides given to create_model replace the variant's defaults.
 register_family("DiS", {f"DiS-{s}/{p}": partial(DiS, patch_size=p, **DIS_CONFIGS[s])
                         for s in DIS_CONFIGS for p in PATCH_SIZES},
-                source=[__file__, str(Path(__file__).with_name("mamba.py"))])
+                source=[__file__] + [str(Path(__file__).with_name(f))
+                                     for f in ("mamba.py", "scan_kernel.py", "selective_scan_cpu.c")])
