@@ -218,9 +218,10 @@ LOCK_ENV = "DIFFZOO_LOCK_HELD"
 def stage_lock(name: str, directory: str | Path = Path(".diffzoo") / "locks"):
     """An advisory lock (flock) for one stage of one experiment: a second writer gets one line naming
     the holder. The lock goes with the process (kill -9 frees it); it passes into torchrun through an
-    inherited descriptor, and the ranks it starts see LOCK_ENV and take no lock of their own."""
-    if os.environ.get(LOCK_ENV) == name:
-        yield
+    inherited descriptor, and the ranks it starts see LOCK_ENV and take no lock of their own (under a
+    torchrun started by hand, rank 0 takes it for the job)."""
+    if os.environ.get(LOCK_ENV) == name or int(os.environ.get("RANK", "0")) > 0:
+        yield  # held by the launcher, or by rank 0 of this torchrun job
         return
     path = Path(directory) / f"{name}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
