@@ -222,38 +222,45 @@ def test_bst_context_is_the_neighbouring_blocks_ssm_outputs():
         assert torch.equal(ctx[:, i], torch.cat([before, after], dim=1))
 
 
+def reference_bst_block(block: BSTBlock, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """The BST-SH layer with a Python loop over blocks and heads and a plain softmax."""
+    n, length, d = x.shape
+    w, heads = block.block_size, block.attn.num_heads
+    shift1, scale1, gate1, shift2, scale2, gate2 = block.adaLN_modulation(c).chunk(6, dim=1)
+    h = F.layer_norm(x, (d,), eps=1e-6) * (1 + scale1[:, None]) + shift1[:, None]
+    y_f, y_b = block.ssm(h)
+    attn = []
+    for i in range(length // w):
+        tokens = h[:, i * w:(i + 1) * w]
+        before = y_f[:, (i - 1) * w:i * w] if i > 0 else torch.zeros(n, w, d)
+        after = y_b[:, (i + 1) * w:(i + 2) * w] if i < length // w - 1 else torch.zeros(n, w, d)
+        q = block.attn.q(tokens)
+        k, v = block.attn.kv(torch.cat([before, after, tokens], dim=1)).chunk(2, dim=-1)
+        heads_out = []
+        for hd in range(heads):
+            sl = slice(hd * d // heads, (hd + 1) * d // heads)
+            weights = torch.softmax(q[..., sl] @ k[..., sl].transpose(1, 2) / math.sqrt(d // heads), dim=-1)
+            heads_out.append(weights @ v[..., sl])
+        attn.append(block.attn.proj(torch.cat(heads_out, dim=-1)))
+    out = x + gate1[:, None] * torch.cat(attn, dim=1)
+    return out + gate2[:, None] * block.mlp(F.layer_norm(out, (d,), eps=1e-6) * (1 + scale2[:, None]) + shift2[:, None])
+
+
 def test_bst_block_equals_a_per_block_loop():
     """Every block's tokens attend (plain softmax, per head) to [previous block's forward S4D outputs,
-    next block's backward S4D outputs, its own tokens]; the S4D outputs come from its recurrence."""
+    next block's backward S4D outputs, its own tokens]; the S4D outputs' own recurrence is checked in
+    test_ssm_models. Values and gradients (input and every parameter)."""
     torch.manual_seed(0)
-    d, heads, w, length = 8, 2, 3, 9
-    block = BSTBlock(d, heads, block_size=w, d_state=4)
+    block = BSTBlock(8, 2, block_size=3, d_state=4)
     _perturb(block, 0.3)
-    x, c = torch.randn(2, length, d), torch.randn(2, d)
-    out = block(x, c)
-
-    with torch.no_grad():
-        shift1, scale1, gate1, shift2, scale2, gate2 = block.adaLN_modulation(c).chunk(6, dim=1)
-        h = F.layer_norm(x, (d,), eps=1e-6) * (1 + scale1[:, None]) + shift1[:, None]
-        y_f, y_b = block.ssm(h)
-        attn = torch.zeros_like(h)
-        for i in range(length // w):
-            tokens = h[:, i * w:(i + 1) * w]
-            before = y_f[:, (i - 1) * w:i * w] if i > 0 else torch.zeros(2, w, d)
-            after = y_b[:, (i + 1) * w:(i + 2) * w] if i < length // w - 1 else torch.zeros(2, w, d)
-            keys_in = torch.cat([before, after, tokens], dim=1)
-            q = block.attn.q(tokens)
-            k, v = block.attn.kv(keys_in).chunk(2, dim=-1)
-            heads_out = []
-            for hd in range(heads):
-                sl = slice(hd * d // heads, (hd + 1) * d // heads)
-                weights = torch.softmax(q[..., sl] @ k[..., sl].transpose(1, 2) / math.sqrt(d // heads), dim=-1)
-                heads_out.append(weights @ v[..., sl])
-            attn[:, i * w:(i + 1) * w] = block.attn.proj(torch.cat(heads_out, dim=-1))
-        ref = x + gate1[:, None] * attn
-        ref = ref + gate2[:, None] * block.mlp(F.layer_norm(ref, (d,), eps=1e-6) * (1 + scale2[:, None])
-                                               + shift2[:, None])
+    x, c = torch.randn(2, 9, 8, requires_grad=True), torch.randn(2, 8)
+    out, ref = block(x, c), reference_bst_block(block, x, c)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    w = torch.randn_like(out)
+    params = [x, *block.parameters()]
+    for a, b in zip(torch.autograd.grad((out * w).sum(), params), torch.autograd.grad((ref * w).sum(), params),
+                    strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_bst_far_blocks_talk_only_through_the_ssm():
