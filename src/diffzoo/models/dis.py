@@ -18,12 +18,6 @@ Architecture (authors' code, which the published numbers came from):
   the two extra tokens are dropped and the patches unpatchified.
 * mixer: Mamba(d, d_state=16, d_conv=4, expand=2, bimamba_type="v2"), directions summed.
 
-Vision Mamba's layout (Zhu et al., 2024; hustvl/Vim, models_mamba.py), as options:
-* `token_position="middle"` (Vim's use_middle_cls_token): the condition tokens [label, time] go into
-  the middle of the patch sequence, at index M // 2 of M patches, instead of in front (Vim places
-  its class token there so both scan directions reach it after half the image); the position
-  embedding is added after the insertion, as in Vim, and the outputs at those positions are dropped;
-* `divide_out=True` (Vim's if_divide_out): the two scan directions are averaged, not summed.
 * init: mamba-ssm's (_init_weights): Linear biases zero except dt_proj's, embeddings N(0, 0.02),
   out_proj weights kaiming-uniform / sqrt(depth); everything else PyTorch's default (the final
   layer is NOT zeroed, as in the authors' code).
@@ -32,6 +26,13 @@ Vision Mamba's layout (Zhu et al., 2024; hustvl/Vim, models_mamba.py), as option
 
 Configs (papers.yaml "dis"): S 24/368, B 24/768, M 48/768, L 48/1024, H 48/1536 (depth/hidden),
 patch 2 or 4.
+
+Vision Mamba's layout (Zhu et al., 2024; hustvl/Vim, models_mamba.py), as options:
+* `token_position="middle"` (Vim's use_middle_cls_token): the condition tokens [label, time] go into
+  the middle of the patch sequence, at index M // 2 of M patches, instead of in front (Vim places
+  its class token there so both scan directions reach it after half the image); the position
+  embedding is added after the insertion, as in Vim, and the outputs at those positions are dropped;
+* `divide_out=True` (Vim's if_divide_out): the two scan directions are averaged, not summed.
 """
 from __future__ import annotations
 
