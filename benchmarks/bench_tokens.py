@@ -4,9 +4,10 @@ the Block-State Transformer).
 
 Every model runs on unpatchified latents (patch size 1), so tokens = input_size**2 (64 ... 4096);
 one step = forward, MSE loss, backward, AdamW step, at batch size --batch. Memory is the step's peak
-above what was allocated before it: on CUDA torch.cuda.max_memory_allocated, on CPU the peak resident
-set of a fresh process running one step, less its resident set just before the step (the CPU figure
-has a floor: allocations that fit in memory the process already holds are not seen). Also times our
+above what was allocated before it: on CUDA torch.cuda.max_memory_allocated, on CPU the bytes the C
+heap holds (glibc's mallinfo2), sampled after every aten op of the step by a dispatch mode, less the
+heap before the step (it includes what the libraries allocate besides tensors, e.g. BLAS and FFT
+workspaces). Also times our
 parallel selective scan against the sequential loop of selective_scan_ref (forward + backward, 1024
 tokens).
 
@@ -19,17 +20,16 @@ number of tokens while DiT's attention grows quadratically, so the curves cross 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import math
-import os
 import platform
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))  # the sequential reference loop lives with the tests
@@ -54,39 +54,46 @@ def build(family: str, size: int, width: int, depth: int, device: str):
                         **extra).to(device)
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _heap_bytes() -> int:
+    """Bytes the C heap holds now (glibc's mallinfo2: in-use arena chunks plus mmapped blocks)."""
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = _MallInfo2
+    info = libc.mallinfo2()
+    return info.uordblks + info.hblkhd
+
+
+class _PeakHeap(TorchDispatchMode):
+    """Samples the heap after every aten op (forward, backward, optimizer): the step's peak."""
+
+    def __init__(self):
+        super().__init__()
+        self.peak = _heap_bytes()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.peak = max(self.peak, _heap_bytes())
+        return out
 
 
 def step_memory(family: str, size: int, args) -> float:
     """Peak bytes of one training step above what was held before it (module docstring)."""
+    model = build(family, size, args.width, args.depth, args.device)
+    time_step(model, args.batch, size, args.device, 0)  # warm-up: AdamW state, kernels, plans
     if args.device == "cuda":
-        model = build(family, size, args.width, args.depth, "cuda")
-        time_step(model, args.batch, size, "cuda", 0)  # warm-up: AdamW state, kernels
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
         time_step(model, args.batch, size, "cuda", 0)
         return float(torch.cuda.max_memory_allocated() - before)
-    # glibc returns freed blocks above the mmap threshold to the system at once: the resident set then
-    # follows the live tensors instead of the allocator's high-water mark.
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    out = subprocess.run([sys.executable, __file__, "--measure-memory", family, str(size), "--width", str(args.width),
-                          "--depth", str(args.depth), "--batch", str(args.batch), "--threads", str(args.threads)],
-                         capture_output=True, text=True, check=True, env=env)
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["bytes"])
-
-
-def _measure_memory_here(family: str, size: int, args) -> None:
-    """Child process of step_memory on CPU: one step after a warm-up, peak RSS above RSS before it."""
-    model = build(family, size, args.width, args.depth, "cpu")
-    time_step(model, args.batch, size, "cpu", 0)  # warm-up: AdamW state allocated, peak RSS moved up once
-    before = _rss_bytes()
-    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    time_step(model, args.batch, size, "cpu", 0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"bytes": max(0, peak - before), "peak_moved": peak > peak_before}))
+    before = _heap_bytes()
+    with _PeakHeap() as heap:
+        time_step(model, args.batch, size, args.device, 0)
+    return float(heap.peak - before)
 
 
 def time_step(model, batch: int, size: int, device: str, repeats: int) -> float:
@@ -131,13 +138,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--max-tokens", type=str, nargs="*", default=[],
                         help="FAMILY=TOKENS: skip larger sizes for that family (too slow on this machine)")
-    parser.add_argument("--measure-memory", nargs=2, metavar=("FAMILY", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    if args.measure_memory:
-        _measure_memory_here(args.measure_memory[0], int(args.measure_memory[1]), args)
-        return
     limits = {k: int(v) for k, v in (item.split("=") for item in args.max_tokens)}
 
     rows = []
@@ -193,12 +196,10 @@ def write_markdown(path: Path, meta: dict, rows: list, speed: dict) -> None:
     for family in meta["models"]:
         cells = [f"{time_of[(family, t)] * 1e3:.1f} ms" if (family, t) in time_of else "-" for t in tokens]
         lines.append(f"| {family} | " + " | ".join(cells) + f" | {growth(time_of, family, tokens)} |")
-    lines += ["", "Step memory (peak above what the step started with; module docstring; on CPU the small sizes "
-              "sit at the allocator's floor, so only the last 4x step's growth is given):", "",
-              head.replace("(mean, last 4x)", "(last 4x)"), rule]
+    lines += ["", "Step memory (peak above what the step started with; module docstring):", "", head, rule]
     for family in meta["models"]:
         cells = [f"{mem_of[(family, t)] / 2**20:.1f} MiB" if (family, t) in mem_of else "-" for t in tokens]
-        lines.append(f"| {family} | " + " | ".join(cells) + f" | {growth(mem_of, family, tokens, mean=False)} |")
+        lines.append(f"| {family} | " + " | ".join(cells) + f" | {growth(mem_of, family, tokens)} |")
     lines += ["", "Linear cost would grow 4x per 4x tokens, quadratic 16x. Best of --repeats steps after a "
               "warm-up; on a "
               "shared CPU the absolute numbers move by tens of percent between runs, the growth factors much less. "
