@@ -100,10 +100,11 @@ def test_diffussm_fresh_model_outputs_zero_and_blocks_see_the_whole_sequence():
             assert (block(h2, c) - base)[0, other].abs().max() > 1e-6
 
 
-def test_bis4d_fft_convolution_equals_its_recurrence():
+@pytest.mark.parametrize("init", ["lin", "legs"])
+def test_bis4d_fft_convolution_equals_its_recurrence(init):
     """y = S4D by FFT vs the ZOH-discretised diagonal recurrence run token by token (complex128)."""
     torch.manual_seed(0)
-    ssm = BiS4D(channels=3, d_state=8)
+    ssm = BiS4D(channels=3, d_state=8, init=init)
     with torch.no_grad():
         ssm.log_dt.uniform_(-3, -1)
     u = torch.randn(2, 37, 3)

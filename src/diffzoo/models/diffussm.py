@@ -32,7 +32,10 @@ length), with these choices where the paper is vague:
   2-D sin-cos position embedding is added to the input tokens (DiT's, stored as a frozen Parameter):
   the raster scan alone does not tell the SSM where a row ends.
 * SSM: S4D-Lin (diagonal, LTI, ZOH discretisation; A = -1/2 + i*pi*n, log dt uniform in
-  [log 0.001, log 0.1], C ~ N(0, 1) complex, D skip), d_state = 64 (32 complex modes), one kernel per
+  [log 0.001, log 0.1], C ~ N(0, 1) complex, D skip), d_state = 64 (32 complex modes). The paper
+  names S4D but not its initialisation; S4D-Lin is the S4D paper's simplest and its standalone
+  code's default. `s4d_init="legs"` gives S4D-LegS instead (A = -1/2 + i w, w the frequencies of
+  HiPPO-LegS's normal part, LegS's B diagonalised and folded into C). One kernel per
   direction and channel, convolved by FFT of length 2L (causal kernel for the forward direction, the
   backward kernel placed at negative lags). Forward and backward outputs are kept apart (concatenated)
   and mixed by W_down -- the "gated bidirectional" BiGS combination.
@@ -76,6 +79,23 @@ def _fft_macs(n: int) -> float:
     return 1.25 * n * math.log2(n)
 
 
+S4D_INITS = ("lin", "legs")
+
+
+def s4d_legs_modes(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """S4D-LegS: the diagonal of HiPPO-LegS's normal part. LegS's A (A_nk = -sqrt(2n+1) sqrt(2k+1) for
+    n > k, -(n+1) on the diagonal) plus the rank-1 P P^T (P_n = sqrt(n + 1/2)) is -1/2 I + a skew
+    matrix S_nk = sign(k - n) sqrt(2n+1) sqrt(2k+1) / 2, so its eigenvalues are -1/2 + i w. Returns
+    the n/2 frequencies w > 0 (ascending) and B = V^-1 B_legs (B_legs,n = sqrt(2n+1)) at those modes."""
+    q = torch.sqrt(2 * torch.arange(n, dtype=torch.float64) + 1)
+    sign = torch.triu(torch.ones(n, n, dtype=torch.float64), 1) - torch.tril(torch.ones(n, n, dtype=torch.float64), -1)
+    normal = -0.5 * torch.eye(n, dtype=torch.float64) + 0.5 * sign * torch.outer(q, q)
+    eigvals, vectors = torch.linalg.eig(normal)
+    b = torch.linalg.solve(vectors, q.to(torch.complex128))
+    keep = torch.argsort(eigvals.imag)[n - n // 2:]  # the positive halves of the conjugate pairs
+    return eigvals.imag[keep], b[keep]
+
+
 class BiS4D(nn.Module):
     """Bidirectional S4D over (N, L, H): returns (forward, backward) outputs, each (N, L, H), float32.
 
@@ -83,15 +103,24 @@ class BiS4D(nn.Module):
     with K[l] = 2 Re(sum_n C_n (exp(dt A_n) - 1) / A_n exp(dt A_n l)) (S4D, ZOH).
     """
 
-    def __init__(self, channels: int, d_state: int = 64, dt_min: float = 0.001, dt_max: float = 0.1):
+    def __init__(self, channels: int, d_state: int = 64, dt_min: float = 0.001, dt_max: float = 0.1,
+                 init: str = "lin"):
         super().__init__()
+        if init not in S4D_INITS:
+            raise ValueError(f"S4D init must be one of {S4D_INITS}, got {init!r}")
         modes = d_state // 2
-        self.channels, self.modes = channels, modes
+        self.channels, self.modes, self.init = channels, modes, init
         log_dt = torch.rand(2, channels) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
         self.log_dt = nn.Parameter(log_dt)
         self.log_A_real = nn.Parameter(torch.full((2, channels, modes), math.log(0.5)))
-        self.A_imag = nn.Parameter(math.pi * torch.arange(modes, dtype=torch.float32).repeat(2, channels, 1))
-        self.C = nn.Parameter(torch.randn(2, channels, modes, 2) * math.sqrt(0.5))  # complex N(0, 1) as (re, im)
+        c = torch.randn(2, channels, modes, 2) * math.sqrt(0.5)  # complex N(0, 1) as (re, im)
+        if init == "lin":
+            imag = math.pi * torch.arange(modes, dtype=torch.float32)
+        else:  # LegS: B (= V^-1 B_legs) is folded into C, as the kernel only ever uses the product C B
+            imag, b = s4d_legs_modes(2 * modes)
+            c = torch.view_as_real(torch.view_as_complex(c) * b.to(torch.complex64))
+        self.A_imag = nn.Parameter(imag.float().repeat(2, channels, 1))
+        self.C = nn.Parameter(c)
         self.D = nn.Parameter(torch.randn(2, channels))
 
     @staticmethod
@@ -143,7 +172,8 @@ class BiS4D(nn.Module):
 class DiffuSSMBlock(nn.Module):
     """LN + adaLN, hourglass dense around the full-length bidirectional S4D, gated MLP at length L/M."""
 
-    def __init__(self, hidden_size: int, hourglass_ratio: int = 2, mlp_ratio: float = 1.2, d_state: int = 64):
+    def __init__(self, hidden_size: int, hourglass_ratio: int = 2, mlp_ratio: float = 1.2, d_state: int = 64,
+                 s4d_init: str = "lin"):
         super().__init__()
         d, m = hidden_size, hourglass_ratio
         e = int(round(mlp_ratio * d))
@@ -151,7 +181,7 @@ class DiffuSSMBlock(nn.Module):
         self.norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.w0 = nn.Linear(m * d, d)
         self.w_up = nn.Linear(d, m * d)
-        self.ssm = BiS4D(d, d_state=d_state)
+        self.ssm = BiS4D(d, d_state=d_state, init=s4d_init)
         self.w_down = nn.Linear(2 * m * d, d)
         self.w1 = nn.Linear(m * d, e)
         self.w2 = nn.Linear(d, e)
@@ -182,11 +212,11 @@ class DiffuSSM(DiT):
 
     def __init__(self, input_size: int = 32, patch_size: int = 1, in_channels: int = 4, hidden_size: int = 1152,
                  depth: int = 29, num_classes: int = 1000, learn_sigma: bool = True, class_dropout_prob: float = 0.1,
-                 hourglass_ratio: int = 2, mlp_ratio: float = 1.2, d_state: int = 64):
+                 hourglass_ratio: int = 2, mlp_ratio: float = 1.2, d_state: int = 64, s4d_init: str = "lin"):
         super().__init__(input_size=input_size, patch_size=patch_size, in_channels=in_channels,
                          hidden_size=hidden_size, depth=depth, num_heads=1, mlp_ratio=mlp_ratio,
                          class_dropout_prob=class_dropout_prob, num_classes=num_classes, learn_sigma=learn_sigma,
-                         hourglass_ratio=hourglass_ratio, d_state=d_state)
+                         hourglass_ratio=hourglass_ratio, d_state=d_state, s4d_init=s4d_init)
 
     def make_block(self, hidden_size: int, num_heads: int, mlp_ratio: float, **block_kwargs) -> nn.Module:
         return DiffuSSMBlock(hidden_size, mlp_ratio=mlp_ratio, **block_kwargs)

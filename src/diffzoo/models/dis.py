@@ -17,6 +17,7 @@ Architecture (authors' code, which the published numbers came from):
 * final RMSNorm, then DiT's final layer with adaLN from c = time token + label token (the only adaLN);
   the two extra tokens are dropped and the patches unpatchified.
 * mixer: Mamba(d, d_state=16, d_conv=4, expand=2, bimamba_type="v2"), directions summed.
+
 * init: mamba-ssm's (_init_weights): Linear biases zero except dt_proj's, embeddings N(0, 0.02),
   out_proj weights kaiming-uniform / sqrt(depth); everything else PyTorch's default (the final
   layer is NOT zeroed, as in the authors' code).
@@ -25,6 +26,13 @@ Architecture (authors' code, which the published numbers came from):
 
 Configs (papers.yaml "dis"): S 24/368, B 24/768, M 48/768, L 48/1024, H 48/1536 (depth/hidden),
 patch 2 or 4.
+
+Vision Mamba's layout (Zhu et al., 2024; hustvl/Vim, models_mamba.py), as options:
+* `token_position="middle"` (Vim's use_middle_cls_token): the condition tokens [label, time] go into
+  the middle of the patch sequence, at index M // 2 of M patches, instead of in front (Vim places
+  its class token there so both scan directions reach it after half the image); the position
+  embedding is added after the insertion, as in Vim, and the outputs at those positions are dropped;
+* `divide_out=True` (Vim's if_divide_out): the two scan directions are averaged, not summed.
 """
 from __future__ import annotations
 
@@ -47,6 +55,7 @@ DIS_CONFIGS = {
     "H": dict(depth=48, hidden_size=1536),
 }
 PATCH_SIZES = (2, 4)
+TOKEN_POSITIONS = ("prepend", "middle")  # DiS: [label, time, patches]; Vim: patches with the tokens at M // 2
 
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -85,10 +94,14 @@ class DiS(Backbone):
     def __init__(self, input_size: int = 32, patch_size: int = 2, in_channels: int = 4, hidden_size: int = 368,
                  depth: int = 24, num_classes: int = 1000, learn_sigma: bool = True, class_dropout_prob: float = 0.1,
                  d_state: int = 16, d_conv: int = 4, expand: float = 2, divide_out: bool = False,
-                 norm_eps: float = 1e-5, drop_path_rate: float = 0.1, skip: bool = True):
+                 norm_eps: float = 1e-5, drop_path_rate: float = 0.1, skip: bool = True,
+                 token_position: str = "prepend"):
         super().__init__()
         if depth % 2:
             raise ValueError(f"DiS depth counts in- plus out-blocks and must be even, got {depth}")
+        if token_position not in TOKEN_POSITIONS:
+            raise ValueError(f"token_position must be one of {TOKEN_POSITIONS}, got {token_position!r}")
+        self.token_position = token_position
         self.input_size, self.patch_size = input_size, patch_size
         self.in_channels, self.learn_sigma = in_channels, learn_sigma
         self.out_channels = in_channels * 2 if learn_sigma else in_channels
@@ -136,13 +149,14 @@ class DiS(Backbone):
         x = self.patch_embed(x)
         n_patches = x.shape[1]
         time_token = self.time_embed(TimestepEmbedder.timestep_embedding(t, self.hidden_size).to(x.dtype))
-        tokens = [time_token.unsqueeze(1), x]
+        extra = [time_token.unsqueeze(1)]
         c = time_token
         if self.num_classes > 0:
             label_token = self.label_emb(y, self.training)
-            tokens.insert(0, label_token.unsqueeze(1))
+            extra.insert(0, label_token.unsqueeze(1))
             c = time_token + label_token
-        hidden = torch.cat(tokens, dim=1) + self.pos_embed
+        at = n_patches // 2 if self.token_position == "middle" else 0
+        hidden = torch.cat([x[:, :at], *extra, x[:, at:]], dim=1) + self.pos_embed
 
         residual, skips = None, []
         for block in self.in_blocks:
@@ -158,7 +172,7 @@ class DiS(Backbone):
             out = self.final_layer(hidden, c)
         else:
             out = self.final_layer.linear(self.final_layer.norm_final(hidden))
-        out = out[:, self.extras:]
+        out = torch.cat([out[:, :at], out[:, at + self.extras:]], dim=1)
         assert out.shape[1] == n_patches
         return unpatchify(out, self.patch_size, self.out_channels)
 

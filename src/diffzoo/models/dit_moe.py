@@ -247,21 +247,14 @@ class DiTMoEBlock(DiTBlock):
             state_dict[prefix + "mlp." + key[len(prefix) + 4:]] = state_dict.pop(key)
 
 
-class DiTMoE(DiT):
-    """DiT with sparse MoE MLPs. Arguments as DiT's, plus num_experts, top_k, shared_expert_ratio
-    (shared expert width / hidden_size; 0 disables it), balance_loss_coef and dispatch
-    ("auto", "grouped_mm" or "loop")."""
+class SparseMoEModel:
+    """Mixin for a Backbone with SparseMoE layers and a `balance_loss_coef`: the balance loss as the
+    model's aux_loss and the expert load as aux_metrics (DiT-MoE, MoE-Mamba)."""
 
-    block_class = DiTMoEBlock
-
-    def __init__(self, num_experts: int = 8, top_k: int = 2, shared_expert_ratio: float = 2.0,
-                 balance_loss_coef: float = DEFAULT_BALANCE_LOSS_COEF, dispatch: str = "auto", **dit_kwargs):
-        super().__init__(num_experts=num_experts, top_k=top_k, shared_expert_ratio=shared_expert_ratio,
-                         dispatch=dispatch, **dit_kwargs)
-        self.balance_loss_coef = balance_loss_coef
+    balance_loss_coef: float
 
     def moe_layers(self) -> list[SparseMoE]:
-        return [block.mlp for block in self.blocks]
+        return [m for m in self.modules() if isinstance(m, SparseMoE)]
 
     def aux_loss(self) -> torch.Tensor | None:
         """balance_loss_coef * (sum over layers of the balance loss) of the last training forward."""
@@ -286,6 +279,20 @@ class DiTMoE(DiT):
         if all(b is not None for b in balance):
             out["moe_balance_loss"] = torch.stack(balance).detach().mean().item()
         return out
+
+
+class DiTMoE(SparseMoEModel, DiT):
+    """DiT with sparse MoE MLPs. Arguments as DiT's, plus num_experts, top_k, shared_expert_ratio
+    (shared expert width / hidden_size; 0 disables it), balance_loss_coef and dispatch
+    ("auto", "grouped_mm" or "loop")."""
+
+    block_class = DiTMoEBlock
+
+    def __init__(self, num_experts: int = 8, top_k: int = 2, shared_expert_ratio: float = 2.0,
+                 balance_loss_coef: float = DEFAULT_BALANCE_LOSS_COEF, dispatch: str = "auto", **dit_kwargs):
+        super().__init__(num_experts=num_experts, top_k=top_k, shared_expert_ratio=shared_expert_ratio,
+                         dispatch=dispatch, **dit_kwargs)
+        self.balance_loss_coef = balance_loss_coef
 
 
 def _variant(size: str, num_experts: int):

@@ -170,6 +170,8 @@ def _chunk_length(batch: int, dim: int, length: int, n: int) -> int:
 class _ChunkedSelectiveScan(torch.autograd.Function):
     """y_t = C_t . x_t, x_t = exp(delta_t A) x_{t-1} + delta_t u_t B_t (float32, (b, d, L) out).
 
+    B and C are (b, G, N, L): channel block g (of d / G channels) reads group g's B and C, as
+    mamba-ssm's grouped ("variable B with groups") scan; G = 1 is the plain Mamba case.
     Time is cut into chunks whose (b, d, chunk, N) tensors fit in cache; each chunk is scanned in
     parallel (_scan) from the state the previous chunk left, and only those boundary states are kept
     for the backward, which recomputes each chunk's states (unless the whole problem is at most
@@ -180,35 +182,37 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C):
         batch, dim, length = u.shape
-        n = A.shape[1]
+        groups, n = B.shape[1], A.shape[1]
+        shape = (batch, groups, dim // groups, length)  # channels split by group
+        u, delta, A = u.view(shape), delta.view(shape), A.view(groups, dim // groups, n)
         chunk = _chunk_length(batch, dim, length, n)
         du = delta * u
         y = torch.empty_like(u)
-        state = u.new_zeros(batch, dim, n)
+        state = u.new_zeros(*shape[:3], n)
         starts = list(range(0, length, chunk))
-        boundary = u.new_empty(len(starts), batch, dim, n)  # state entering each chunk
+        boundary = u.new_empty(len(starts), *shape[:3], n)  # state entering each chunk
         keep = batch * dim * length * n <= KEEP_ELEMENTS   # small problems: keep states, skip recompute
         ctx.kept = []
         for i, s in enumerate(starts):
             e = min(s + chunk, length)
             boundary[i] = state
-            decay = torch.exp(delta[:, :, s:e, None] * A[:, None, :])
-            drive = du[:, :, s:e, None] * B[:, None, :, s:e].transpose(-1, -2)
-            drive[:, :, 0].addcmul_(decay[:, :, 0], state)
+            decay = torch.exp(delta[..., s:e, None] * A[:, :, None, :])
+            drive = du[..., s:e, None] * B[:, :, None, :, s:e].transpose(-1, -2)
+            drive[..., 0, :].addcmul_(decay[..., 0, :], state)
             states = _scan(decay, drive)
-            y[:, :, s:e] = (states * C[:, None, :, s:e].transpose(-1, -2)).sum(-1)
-            state = states[:, :, -1]
+            y[..., s:e] = (states * C[:, :, None, :, s:e].transpose(-1, -2)).sum(-1)
+            state = states[..., -1, :]
             if keep:
                 ctx.kept.append((decay, states))
         ctx.save_for_backward(u, delta, A, B, C, boundary)
         ctx.chunk = chunk
-        return y
+        return y.view(batch, dim, length)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y):
         u, delta, A, B, C, boundary = ctx.saved_tensors
-        grad_y = grad_y.contiguous()
+        grad_y = grad_y.contiguous().view(u.shape)
         length, chunk = u.shape[-1], ctx.chunk
         du = delta * u
         grad_du, grad_delta = torch.empty_like(u), torch.empty_like(u)
@@ -218,30 +222,31 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
         for i in reversed(range(boundary.shape[0])):
             s = i * chunk
             e = min(s + chunk, length)
-            b_t = B[:, None, :, s:e].transpose(-1, -2)
+            b_t = B[:, :, None, :, s:e].transpose(-1, -2)
             if ctx.kept:
                 decay, states = ctx.kept.pop()
             else:
-                decay = torch.exp(delta[:, :, s:e, None] * A[:, None, :])
-                drive = du[:, :, s:e, None] * b_t
-                drive[:, :, 0].addcmul_(decay[:, :, 0], boundary[i])
+                decay = torch.exp(delta[..., s:e, None] * A[:, :, None, :])
+                drive = du[..., s:e, None] * b_t
+                drive[..., 0, :].addcmul_(decay[..., 0, :], boundary[i])
                 states = _scan(decay, drive)
-            grad_c[:, :, s:e] = (states * grad_y[:, :, s:e, None]).sum(1).transpose(-1, -2)
-            seed = grad_y[:, :, s:e, None] * C[:, None, :, s:e].transpose(-1, -2)
+            grad_c[..., s:e] = (states * grad_y[..., s:e, None]).sum(2).transpose(-1, -2)
+            seed = grad_y[..., s:e, None] * C[:, :, None, :, s:e].transpose(-1, -2)
             if carry is not None:
-                seed[:, :, -1] += carry
+                seed[..., -1, :] += carry
             g = _scan(decay, seed, reverse=True)                      # total dL/dx_t within the chunk
-            carry = decay[:, :, 0] * g[:, :, 0]
-            grad_du[:, :, s:e] = (g * b_t).sum(-1)
-            grad_b[:, :, s:e] = (g * du[:, :, s:e, None]).sum(1).transpose(-1, -2)
+            carry = decay[..., 0, :] * g[..., 0, :]
+            grad_du[..., s:e] = (g * b_t).sum(-1)
+            grad_b[..., s:e] = (g * du[..., s:e, None]).sum(2).transpose(-1, -2)
             # d/d(delta*A): g_t x_{t-1} decay_t, with x_{s-1} the boundary state (in place over g).
-            g[:, :, 1:] *= states[:, :, :-1]
-            g[:, :, 0] *= boundary[i]
+            g[..., 1:, :] *= states[..., :-1, :]
+            g[..., 0, :] *= boundary[i]
             g *= decay
-            grad_delta[:, :, s:e] = (g * A[:, None, :]).sum(-1)
-            grad_a += (g * delta[:, :, s:e, None]).sum((0, 2))
+            grad_delta[..., s:e] = (g * A[:, :, None, :]).sum(-1)
+            grad_a += (g * delta[..., s:e, None]).sum((0, 3))
         grad_delta += grad_du * u
-        return grad_du * delta, grad_delta, grad_a, grad_b, grad_c
+        flat = (u.shape[0], -1, length)
+        return ((grad_du * delta).view(flat), grad_delta.view(flat), grad_a.view(-1, A.shape[-1]), grad_b, grad_c)
 
 
 def _no_autocast(device_type: str):
@@ -252,11 +257,17 @@ def _no_autocast(device_type: str):
 def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
     """Our selective scan: selective_scan_ref's semantics, computed by a chunked parallel scan.
 
-    u, delta, z: (batch, dim, L); A: (dim, N) real; B, C: (batch, N, L) (input-dependent);
-    D, delta_bias: (dim,). Returns (batch, dim, L) in u's dtype.
+    u, delta, z: (batch, dim, L); A: (dim, N) real; B, C: (batch, N, L) (input-dependent), or
+    (batch, G, N, L): G groups of dim / G consecutive channels, each with its own B and C (mamba-ssm's
+    grouped form, which VMamba's SS2D uses for its four scan directions); D, delta_bias: (dim,).
+    Returns (batch, dim, L) in u's dtype.
     """
-    if B.dim() != 3 or C.dim() != 3 or A.is_complex():
-        raise NotImplementedError("the CPU scan supports real A and input-dependent B, C of shape (batch, N, L)")
+    if B.dim() not in (3, 4) or C.shape != B.shape or A.is_complex():
+        raise NotImplementedError("the CPU scan supports real A and input-dependent B, C of shape (batch, [G,] N, L)")
+    if B.dim() == 3:
+        B, C = B.unsqueeze(1), C.unsqueeze(1)
+    if u.shape[1] % B.shape[1]:
+        raise ValueError(f"{u.shape[1]} channels do not split into {B.shape[1]} groups")
     dtype_in = u.dtype
     u, delta = u.float(), delta.float()
     if use_fused_kernel(u):
@@ -310,6 +321,31 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 
 
 # -------------------------------------------------------------------------------------------- mixer
+def init_dt_(weight: torch.Tensor, bias: torch.Tensor, dt_rank: int, dt_init: str = "random",
+             dt_scale: float = 1.0, dt_min: float = 0.001, dt_max: float = 0.1, dt_init_floor: float = 1e-4) -> None:
+    """mamba-ssm's dt projection init, in place: weight uniform in +-dt_rank^-0.5 * dt_scale (or that
+    constant), bias such that softplus(bias) is log-uniform in [dt_min, dt_max] (bias = dt + log(1 -
+    exp(-dt))). Works on any leading shape (VMamba stacks one projection per scan direction)."""
+    std = dt_rank ** -0.5 * dt_scale
+    if weight.device.type == "meta":
+        return
+    with torch.no_grad():
+        if dt_init == "constant":
+            weight.fill_(std)
+        elif dt_init == "random":
+            weight.uniform_(-std, std)
+        else:
+            raise NotImplementedError(dt_init)
+        dt = torch.exp(torch.rand(bias.shape, device=bias.device) * (math.log(dt_max) - math.log(dt_min))
+                       + math.log(dt_min)).clamp(min=dt_init_floor)
+        bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+
+
+def s4d_real_a_log(channels: int, d_state: int, device=None) -> torch.Tensor:
+    """log of S4D-Real's A = 1, 2, ..., N for every channel, (channels, N) float32 (A = -exp(A_log))."""
+    return torch.log(torch.arange(1, d_state + 1, dtype=torch.float32, device=device).repeat(channels, 1))
+
+
 class Mamba(nn.Module):
     """mamba-ssm's Mamba mixer (selective SSM), optionally bidirectional (Vision Mamba's "v2").
 
@@ -347,22 +383,11 @@ class Mamba(nn.Module):
                          **factory)
         x_proj = nn.Linear(di, self.dt_rank + 2 * n, bias=False, **factory)
         dt_proj = nn.Linear(self.dt_rank, di, bias=True, **factory)
-        std = self.dt_rank ** -0.5 * dt_scale
-        if dt_init == "constant":
-            nn.init.constant_(dt_proj.weight, std)
-        elif dt_init == "random":
-            nn.init.uniform_(dt_proj.weight, -std, std)
-        else:
-            raise NotImplementedError(dt_init)
-        # Bias such that softplus(bias) is log-uniform in [dt_min, dt_max]: bias = dt + log(1 - exp(-dt)).
-        if dt_proj.bias.device.type != "meta":
-            dt = torch.exp(torch.rand(di, device=dt_proj.bias.device) * (math.log(dt_max) - math.log(dt_min))
-                           + math.log(dt_min)).clamp(min=dt_init_floor)
-            with torch.no_grad():
-                dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        self._dt_init = dict(dt_init=dt_init, dt_scale=dt_scale, dt_min=dt_min, dt_max=dt_max,
+                             dt_init_floor=dt_init_floor)
+        init_dt_(dt_proj.weight, dt_proj.bias, self.dt_rank, **self._dt_init)
         dt_proj.bias._no_reinit = True
-        a_log = torch.log(torch.arange(1, n + 1, dtype=torch.float32, device=factory["device"]).repeat(di, 1))
-        A_log = nn.Parameter(a_log)
+        A_log = nn.Parameter(s4d_real_a_log(di, n, device=factory["device"]))
         A_log._no_weight_decay = True
         D = nn.Parameter(torch.ones(di, device=factory["device"]))
         D._no_weight_decay = True
@@ -371,6 +396,13 @@ class Mamba(nn.Module):
         setattr(self, "dt_proj" + sfx, dt_proj)
         setattr(self, "A_b_log" if sfx else "A_log", A_log)
         setattr(self, "D" + sfx, D)
+
+    def reset_dt_proj(self) -> None:
+        """mamba-ssm's dt_proj initialisation again (for models whose global init, DiT's xavier with
+        zero biases, ran over the mixer's Linear layers)."""
+        for sfx in ("", "_b") if self.bimamba_type == "v2" else ("",):
+            dt_proj = getattr(self, "dt_proj" + sfx)
+            init_dt_(dt_proj.weight, dt_proj.bias, self.dt_rank, **self._dt_init)
 
     def _branch(self, xz: torch.Tensor, sfx: str) -> torch.Tensor:
         """One direction on xz (B, 2*d_inner, L): conv, silu, selective scan gated by z -> (B, d_inner, L)."""

@@ -1,6 +1,6 @@
 """The papers' tables with our rows beside the published ones, and the plots (`diffzoo report`).
 
-A table is named in params.yaml `report.tables`: "default" (and "digits_scaling") hold our
+A table is named in params.yaml `report.tables`: "default" (and "digits_scaling", "mamba_family") hold our
 experiments only; a paper's name (see TABLES) adds that paper's published rows from papers.yaml.
 Every row names the feature extractor its metrics came from: published rows are the ADM suite's
 Inception; ours are whatever evaluate.feature_extractor was. Numbers from different extractors are
@@ -65,7 +65,7 @@ def published_rows(table: str) -> list[dict]:
     raise KeyError(f"unknown table {table!r}; known: {', '.join(TABLES)}")
 
 
-OURS_ONLY = ("default", "digits_scaling")  # tables of our rows alone (the embedded data's presets)
+OURS_ONLY = ("default", "digits_scaling", "mamba_family")  # tables of our rows alone (no published rows)
 
 
 def metric_columns(metrics: dict) -> dict:
