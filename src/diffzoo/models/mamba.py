@@ -270,10 +270,10 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
         raise ValueError(f"{u.shape[1]} channels do not split into {B.shape[1]} groups")
     dtype_in = u.dtype
     u, delta = u.float(), delta.float()
-    if use_fused_kernel(u):
+    if B.shape[1] == 1 and use_fused_kernel(u):  # the C kernel takes one B, C for all channels
         with _no_autocast(u.device.type):
             y = fused_selective_scan(u.transpose(1, 2).contiguous(), delta.transpose(1, 2).contiguous(), A.float(),
-                                     B.float().transpose(1, 2), C.float().transpose(1, 2),
+                                     B[:, 0].float().transpose(1, 2), C[:, 0].float().transpose(1, 2),
                                      None if D is None else D.float(),
                                      None if z is None else z.float().transpose(1, 2).contiguous(),
                                      delta_bias=None if delta_bias is None else delta_bias.float(),
