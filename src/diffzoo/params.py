@@ -465,8 +465,8 @@ def _check_across_sections(params: Params) -> None:
 
 
 def check_inputs(params: Params) -> None:
-    """What the jobs will read from outside the project, checked at plan time (Snakemake reads its
-    config, DVC's first stage `diffzoo check`), so that a missing file fails before upstream work:
+    """What the jobs will read from outside the project, checked before the first job (Snakemake's
+    onstart, DVC's first stage `diffzoo check`), so that a missing file fails before upstream work:
     the data set's path, the VAE (a diffusers folder or a Hugging Face repo id; offline, it must be
     in the cache), and the Inception weights and ADM reference batch when they are named."""
     import glob

@@ -23,7 +23,6 @@ try:
         _raw = merge(_raw, read_yaml(_f) or {})
     _raw = merge(_raw, typed_leaves(dict(workflow.config_settings.config)))
     PARAMS = validate(_raw)
-    check_inputs(PARAMS)  # the files and weights the jobs will read, before any job runs
 except DiffzooError as err:
     sys.exit(f"diffzoo: {', '.join(_files)}: {err}")
 validate_schema(_raw, "../schemas/params.schema.json", set_default=False)  # the schema derived from the same types
@@ -71,4 +70,10 @@ wildcard_constraints:
 
 
 onstart:
+    # The files and weights the jobs will read, checked before the first job runs (not when only
+    # planning: `snakemake -n` of a preset works on a machine without its data).
+    try:
+        check_inputs(PARAMS)
+    except DiffzooError as err:
+        sys.exit(f"diffzoo: {', '.join(_files)}: {err}")
     print(cost_summary(PARAMS), file=sys.stderr)
