@@ -20,15 +20,22 @@ def facts(params=None) -> dict[str, str]:
         "torch": torch.__version__ + (f" (CUDA {torch.version.cuda})" if torch.version.cuda else " (CPU build)"),
         "gpus": f"{len(gpus)}: {', '.join(gpus)}" if gpus else "none visible",
         "bf16": ("yes" if torch.cuda.is_bf16_supported() else "no") if cuda else "CPU autocast only",
-        "selective scan": ("mamba-ssm CUDA kernels" if cuda_selective_scan() is not None and cuda
-                           else "diffzoo's PyTorch scan (mamba-ssm " + ("present, no GPU)" if cuda_selective_scan()
-                                                                         else "not importable)")),
+        "selective scan": _scan_fact(cuda, cuda_selective_scan() is not None),
         "cpu threads": str(torch.get_num_threads()),
     }
     if params is not None:
         out["vae"] = _vae_fact(params.latents.vae)
         out["inception weights"] = _inception_fact(params.evaluate.inception_weights)
     return out
+
+
+def _scan_fact(cuda: bool, mamba_ssm: bool) -> str:
+    from .models.scan_kernel import available
+
+    gpu = "mamba-ssm CUDA kernels on GPU tensors" if cuda and mamba_ssm else (
+        "mamba-ssm present, no GPU" if mamba_ssm else "mamba-ssm not importable")
+    cpu = "diffzoo's fused C kernel" if available() else "diffzoo's PyTorch scan (no C kernel built)"
+    return f"{gpu}; on CPU {cpu}"
 
 
 def _vae_fact(vae: str) -> str:
