@@ -23,6 +23,12 @@ def tiny_params(model="DiT-S/4", objective="ddpm"):
     return raw
 
 
+def table_rows(md: str) -> list[list[str]]:
+    """The body rows of a Markdown table (pandas' to_markdown pads its cells), as lists of cells."""
+    lines = [line for line in md.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
 def clone(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, symlinks=True)
     return dst

@@ -82,7 +82,8 @@ def test_identity_latents_are_the_images_in_minus_one_to_one(images_dir, tmp_pat
 
 def test_missing_vae_weights_give_one_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    message = r"cannot load the VAE 'stabilityai/sd-vae-ft-ema'.*huggingface-cli download"
+    message = (r"cannot load the VAE 'stabilityai/sd-vae-ft-ema'.*huggingface-cli download stabilityai/sd-vae-ft-ema "
+               r"--revision f04b2c4b98319346dad8c65879f680b1997b204a")  # the pinned commit (hub.PINNED)
     with pytest.raises(DiffzooError, match=message):
         make_codec("stabilityai/sd-vae-ft-ema", 0.18215)
 

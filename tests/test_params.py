@@ -82,6 +82,8 @@ BAD_VALUES = [
     ("experiments.dit-s2-rf.train", {"noise_schedule": "cosine"},
      r"experiments.dit-s2-rf: train.noise_schedule = 'cosine' is a setting of objective ddpm; .* allowed null"),
     ("latents.vae", "stabilityai/sd-vae-ft-ema", r"latents.grayscale = true needs latents.vae = 'identity'"),
+    ("latents.vae", "me/vae", r"latents.vae: 'me/vae' has no revision: write me/vae@<commit> \(or me/vae@main"),
+    ("data.path", "hf://me/images", r"data.path: 'me/images' has no revision: write me/images@<commit>"),
     ("evaluate.reference", "ref.npz", r"evaluate.reference .* needs evaluate.feature_extractor = 'inception'"),
     ("experiments.dit-s2.train", {"checkpoint": "no-such-file.pt"},
      r"experiments.dit-s2.train.checkpoint = 'no-such-file.pt': no such file, and not a released name"),
@@ -316,3 +318,25 @@ def test_expanded_presets_are_current_and_equal_the_preset(preset, monkeypatch):
     assert load_params(expanded).dump() == load_params(preset).dump()
     for section in SECTIONS:  # the full file writes every key out (DVC tracks them)
         assert set(yaml.safe_load(expanded.read_text())[section]) == set(SECTIONS[section].model_fields)
+
+
+def test_hub_references_are_pinned_by_commit_and_part_of_the_artifacts_identity():
+    """A repo id in params gets its commit written out (hub.PINNED), so the latents, the models and
+    their samples are keyed by the VAE's and the dataset's commit, not by a name whose files move."""
+    from diffzoo.hub import PINNED
+
+    def checked(vae, path="hf://ILSVRC/imagenet-1k"):
+        raw = copy.deepcopy(DEFAULT)
+        raw["data"].update(source="imagenet-parquet", path=path, resolution=32)
+        raw["latents"].update(vae=vae, grayscale=False)
+        return validate(raw)
+
+    params = checked("stabilityai/sd-vae-ft-mse")
+    assert params.latents.vae == "stabilityai/sd-vae-ft-mse@" + PINNED["stabilityai/sd-vae-ft-mse"]
+    assert params.data.path == "hf://ILSVRC/imagenet-1k@" + PINNED["ILSVRC/imagenet-1k"]
+    assert checked("me/vae@abc123", "hf://datasets/ILSVRC/imagenet-1k@main").data.path == "hf://ILSVRC/imagenet-1k@main"
+    assert validate(copy.deepcopy(DEFAULT)).latents.vae == "identity"  # pixel space: no repo, no revision
+    slices = {rev: pipeline.stage_slice(checked(f"me/vae@{rev}"), "latents") for rev in ("abc123", "def456")}
+    assert slices["abc123"] != slices["def456"]
+    assert pipeline.stage_slice(checked("me/vae@abc123", "hf://ILSVRC/imagenet-1k@main"), "dataset") != \
+        pipeline.stage_slice(checked("me/vae@abc123"), "dataset")

@@ -6,11 +6,12 @@ import json
 import numpy as np
 import pytest
 import yaml
+from conftest import table_rows
 from PIL import Image
 
 from diffzoo.params import paths, validate
 from diffzoo.report.published import PAPERS_YAML, TABLES, load_papers
-from diffzoo.report.tables import OURS_ONLY, published_rows, render
+from diffzoo.report.tables import COLUMNS, OURS_ONLY, published_rows, render
 from diffzoo.stages.report import report
 
 
@@ -62,7 +63,8 @@ def test_report_puts_ours_beside_published(tmp_path, monkeypatch):
     np.savez(p["samples"], arr_0=rng.integers(0, 256, (12, 16, 16, 3), dtype=np.uint8), labels=np.arange(12) % 3)
     written = report(params, tmp_path / "results")
     md = (tmp_path / "results/tables/dit_table4.md").read_text()
-    assert "| DiT Table 4 |  | DiT-B/4 |" in md and "| diffzoo | b4 | DiT-B/4 |" in md
+    firsts = [row[:3] for row in table_rows(md)]
+    assert ["DiT Table 4", "", "DiT-B/4"] in firsts and firsts[-1] == ["diffzoo", "b4", "DiT-B/4"]
     rows = list(csv.DictReader(io.StringIO((tmp_path / "results/tables/dit_table4.csv").read_text())))
     assert len(rows) == 13
     ours = rows[-1]
@@ -75,5 +77,17 @@ def test_report_puts_ours_beside_published(tmp_path, monkeypatch):
 
 def test_render_formats():
     out = render([{"source": "x", "params": 675129632, "precision": 0.8265, "fid": 2.274, "train_images": 1.79e9}])
-    line = out["md"].splitlines()[2]
-    assert "675.1M" in line and "0.827" in line and "2.27" in line and "1.79B" in line
+    (row,) = table_rows(out["md"])
+    cells = dict(zip(COLUMNS, row, strict=True))
+    assert (cells["params"], cells["precision"], cells["fid"], cells["train_images"]) == ("675.1M", "0.827", "2.27",
+                                                                                       "1.79B")
+    assert cells["recall"] == "-" and out["csv"].splitlines()[1].startswith("x,,,")  # CSV: raw values, empty
+    assert out["tex"].count("\\\\") == 2 and "\\midrule" in out["tex"]
+
+
+def test_render_escapes_latex_and_keeps_markdown_cells():
+    """A model name with LaTeX's specials stays one cell in both formats."""
+    out = render([{"source": "diffzoo", "experiment": "a_b", "model": "x & y 5%", "fid": 70.5}])
+    assert r"a\_b & x \& y 5\% &" in out["tex"]
+    assert table_rows(out["md"])[0][:3] == ["diffzoo", "a_b", "x & y 5%"]
+    assert table_rows(out["md"])[0][COLUMNS.index("fid")] == "70.50"

@@ -1,10 +1,10 @@
 """Latent precompute: images shards -> latent shards, and decoding back to pixels.
 
 `vae: identity` trains in pixel space: a latent is the image scaled to [-1, 1]. Otherwise a diffusers
-`AutoencoderKL.from_pretrained(name)` (default stabilityai/sd-vae-ft-ema) encodes each image and its
-horizontal flip; we store the posterior mean and std, not one frozen sample (as fast-DiT does), so
-training draws a fresh posterior sample z = (mean + std * eps) * scale at every step, which is what
-DiT's own training loop computes from pixels.
+`AutoencoderKL.from_pretrained(repo, revision=commit)` (default stabilityai/sd-vae-ft-ema at its commit
+in hub.PINNED) encodes each image and its horizontal flip; we store the posterior mean and std, not
+one frozen sample (as fast-DiT does), so training draws a fresh posterior sample
+z = (mean + std * eps) * scale at every step, which is what DiT's own training loop computes from pixels.
 
 On disk: `DIR/shard-00000/{mean,std,mean_flip,std_flip,labels}.npy` (float16 mean/std; std absent for
 identity) and `DIR/index.json`. Each shard is written to a temporary folder and renamed, so an
@@ -47,17 +47,21 @@ class VAE:
     """A diffusers AutoencoderKL: encode to the posterior (mean, std), decode z / scale."""
 
     def __init__(self, name: str, scale: float, device: torch.device, dtype: torch.dtype = torch.float32):
+        from .hub import is_ref, pin, split
+
+        # A repo id is loaded at its pinned commit (model.json files older than the pins name none).
+        folder, revision = split(pin(name)) if is_ref(name) and not Path(name).is_dir() else (name, None)
         try:
             from diffusers.models import AutoencoderKL
         except ImportError as err:  # pragma: no cover - diffusers is a dependency
             raise DiffzooError(f"diffusers is needed for vae={name!r}: {err}") from None
         try:
-            self.vae = AutoencoderKL.from_pretrained(name).to(device=device, dtype=dtype).eval()
+            self.vae = AutoencoderKL.from_pretrained(folder, revision=revision).to(device=device, dtype=dtype).eval()
         except OSError as err:
             raise DiffzooError(
                 f"cannot load the VAE {name!r}: {str(err).splitlines()[0]} -- on a machine with network run "
-                f"`huggingface-cli download {name}` (it lands in the Hugging Face cache, $HF_HOME), or give "
-                f"latents.vae as a local folder saved with save_pretrained") from None
+                f"`huggingface-cli download {folder} --revision {revision}` (it lands in the Hugging Face cache, "
+                f"$HF_HOME), or give latents.vae as a local folder saved with save_pretrained") from None
         self.scale = scale
         self.device, self.dtype = device, dtype
 

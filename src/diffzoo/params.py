@@ -24,6 +24,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StringConst
                       WithJsonSchema, field_validator)
 from pydantic_core import PydanticCustomError
 
+from . import hub
 from .data import SOURCES
 from .diffusion.gaussian_diffusion import NOISE_SCHEDULES, PREDICTIONS, SAMPLERS
 from .diffusion.objective import OBJECTIVES
@@ -57,21 +58,38 @@ class Section(BaseModel):
 class DataConfig(Section):
     name: Identifier = "imagenet"            # artifacts go under data/<name>/
     source: _choice(SOURCES) = "imagenet-tar"
-    path: str | None = None                  # archive, folder or parquet files (ImageNet sources)
+    path: str | None = None                  # archive, folder or parquet files (ImageNet sources), or
+                                             # hf://ILSVRC/imagenet-1k[@commit] to download the parquet shards
     md5: str | None = None                   # expected checksum of the archive ("ilsvrc2012" = the official tar)
     sha256: str | None = None
     max_per_class: PositiveInt | None = None  # cap images per class (smoke runs); null = all
     resolution: PositiveInt = 256            # ADM center crop side (pixels)
     shard_size: PositiveInt = 10000          # images per shard of the images stage
 
+    @field_validator("path")
+    @classmethod
+    def _pinned(cls, path: str | None) -> str | None:
+        """hf://repo gets its revision written out (hub.pin): the dataset's commit is its identity."""
+        if path and path.startswith("hf://"):
+            return "hf://" + hub.pin(path.removeprefix("hf://").removeprefix("datasets/"))
+        return path
+
 
 class LatentsConfig(Section):
-    vae: str = "stabilityai/sd-vae-ft-ema"   # a diffusers AutoencoderKL (repo id or folder), or identity (pixels)
+    # a diffusers AutoencoderKL: a Hugging Face repo@commit (a repo pinned in hub.PINNED may omit it), a
+    # local folder, or identity (pixel space)
+    vae: str = f"stabilityai/sd-vae-ft-ema@{hub.PINNED['stabilityai/sd-vae-ft-ema']}"
     scale: Annotated[float, Field(gt=0)] = 0.18215  # SD-VAE latent scale (unused in pixel space)
     batch_size: PositiveInt = 64
     dtype: Literal["float32", "bfloat16"] = "float32"  # VAE encode/decode
     flips: bool = True                       # also store the horizontal flip (DiT's augmentation)
     grayscale: bool = False                  # pixel space in one grey channel (identity only)
+
+    @field_validator("vae")
+    @classmethod
+    def _pinned(cls, vae: str) -> str:
+        """A repo id gets its revision written out (hub.pin), so the commit is part of every artifact."""
+        return hub.pin(vae) if vae != "identity" and hub.is_ref(vae) and not Path(vae).is_dir() else vae
 
 
 class ClassifierConfig(Section):
@@ -473,7 +491,8 @@ def check_inputs(params: Params) -> None:
     import os
 
     data, vae, ev = params.data, params.latents.vae, params.evaluate
-    if params.uses_data and data.path and not glob.glob(os.path.expanduser(data.path)):
+    remote = (data.path or "").startswith("hf://")  # downloaded by the dataset stage
+    if params.uses_data and data.path and not remote and not glob.glob(os.path.expanduser(data.path)):
         _raise("data.path", f" = {data.path!r}: no such file or folder (data.source {data.source!r} reads it)")
     if vae != "identity":
         _check_vae(vae)
@@ -484,21 +503,21 @@ def check_inputs(params: Params) -> None:
 
 def _check_vae(vae: str) -> None:
     import os
-    import re
 
     if Path(vae).is_dir():
         if not (Path(vae) / "config.json").is_file():
             _raise("latents.vae", f" = {vae!r}: the folder has no config.json (a diffusers AutoencoderKL folder)")
         return
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", vae):
+    if not hub.is_ref(vae):
         _raise("latents.vae", f" = {vae!r}: neither 'identity', a local diffusers AutoencoderKL folder, nor a "
                "Hugging Face repo id (e.g. stabilityai/sd-vae-ft-ema)")
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         from huggingface_hub import try_to_load_from_cache
 
-        if not isinstance(try_to_load_from_cache(vae, "config.json"), str):
+        repo, revision = hub.split(vae)
+        if not isinstance(try_to_load_from_cache(repo, "config.json", revision=revision), str):
             _raise("latents.vae", f" = {vae!r}: not in the Hugging Face cache, and HF_HUB_OFFLINE is set "
-                   f"(download it once online: huggingface-cli download {vae})")
+                   f"(download it once online: huggingface-cli download {repo} --revision {revision})")
 
 
 @functools.cache

@@ -45,7 +45,10 @@ def _vae_fact(vae: str) -> str:
         return f"{vae} (local folder)"
     from huggingface_hub import try_to_load_from_cache
 
-    cached = try_to_load_from_cache(vae, "config.json")
+    from .hub import split
+
+    repo, revision = split(vae)
+    cached = try_to_load_from_cache(repo, "config.json", revision=revision)
     found = isinstance(cached, str)
     return f"{vae}: " + ("in the Hugging Face cache" if found else "not cached (downloads on first use)")
 

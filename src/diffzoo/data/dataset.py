@@ -384,15 +384,17 @@ def _parquet_files(inputs: list[Path]) -> list[Path]:
     return files
 
 
-def _hf_download(repo: str, split: str, download_dir) -> tuple[list[Path], Path | None]:
+def _hf_download(ref: str, split: str, download_dir) -> tuple[list[Path], Path | None]:
+    """The split's parquet shards of `ref` (owner/name@revision) at that revision."""
+    from huggingface_hub import snapshot_download
+
+    from ..hub import split as split_ref
+
+    repo, revision = split_ref(ref)
     try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise DiffzooError("--hf-repo needs huggingface_hub (pip install huggingface_hub)") from None
-    try:
-        local = snapshot_download(repo_id=repo, repo_type="dataset", token=os.environ.get("HF_TOKEN"),
-                                  allow_patterns=[f"data/{split}-*.parquet", "classes.py"],
-                                  local_dir=download_dir)
+        local = snapshot_download(repo_id=repo, revision=revision, repo_type="dataset",
+                                  token=os.environ.get("HF_TOKEN"), local_dir=download_dir,
+                                  allow_patterns=[f"data/{split}-*.parquet", "classes.py"])
     except Exception as err:  # network, auth (gated repo: accept its terms, set HF_TOKEN)
         raise DiffzooError(f"download of {repo} failed: {err}") from None
     local = Path(local)

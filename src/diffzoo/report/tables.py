@@ -9,9 +9,8 @@ its own series.
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
+import re
 from pathlib import Path
 
 from ..utils import atomic_path
@@ -118,21 +117,22 @@ def _fmt(value, col: str) -> str:
     return str(value)
 
 
+def frame(rows: list[dict]):
+    """The rows as a DataFrame with the table's columns, in order (keys beyond them dropped)."""
+    import pandas as pd
+
+    return pd.DataFrame([{c: r.get(c) for c in COLUMNS} for r in rows], columns=COLUMNS, dtype=object)
+
+
 def render(rows: list[dict]) -> dict[str, str]:
-    """Markdown, CSV and LaTeX of the same rows."""
-    head = "| " + " | ".join(COLUMNS) + " |\n|" + "|".join("---" for _ in COLUMNS) + "|\n"
-    md = head + "".join("| " + " | ".join(_fmt(r.get(c), c) for c in COLUMNS) + " |\n" for r in rows)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({c: r.get(c) for c in COLUMNS})
-    esc = lambda s: s.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")  # noqa: E731
-    tex = "\\begin{tabular}{" + "l" * 5 + "r" * (len(COLUMNS) - 5) + "}\n\\toprule\n" + \
-        " & ".join(esc(c) for c in COLUMNS) + " \\\\\n\\midrule\n" + \
-        "".join(" & ".join(esc(_fmt(r.get(c), c)) for c in COLUMNS) + " \\\\\n" for r in rows) + \
-        "\\bottomrule\n\\end{tabular}\n"
-    return {"md": md, "csv": buf.getvalue(), "tex": tex}
+    """Markdown, CSV and LaTeX of the same rows, written by pandas: the CSV holds the raw values, the
+    Markdown and LaTeX the rounded ones a person reads (params 675.1M, precision 0.827)."""
+    df = frame(rows)
+    shown = df.apply(lambda col: col.map(lambda v: _fmt(v, col.name)))
+    align = ["left"] * 5 + ["right"] * (len(COLUMNS) - 5)  # the text columns, then the numbers
+    return {"md": shown.to_markdown(index=False, tablefmt="pipe", colalign=align, disable_numparse=True) + "\n",
+            "csv": df.to_csv(index=False, lineterminator="\n"),
+            "tex": shown.to_latex(index=False, escape=True, column_format="".join(a[0] for a in align))}
 
 
 def _family(model: str) -> str:
@@ -145,7 +145,9 @@ def _family(model: str) -> str:
 
 def plot_fid_vs_gflops(rows: list[dict], path: Path) -> None:
     """DiT's scaling figure: FID against forward Gflops, one line per backbone family and objective
-    (and per source and feature extractor: numbers of different extractors are never on one line),
+    (per patch size where a family's rows vary both size and patch, as DiT's Table 4)
+    (and per source and feature extractor: numbers of different extractors are never on one line), a
+    colour and a marker per family (ours filled, published hollow on dashed lines),
     with the Pearson correlation of log Gflops and log FID of each line of 3 or more points (DiT
     reports -0.93). Guided rows (cfg > 1) are drawn apart, as stars joined to nothing."""
     import matplotlib
@@ -159,26 +161,33 @@ def plot_fid_vs_gflops(rows: list[dict], path: Path) -> None:
     for r in rows:
         if r.get("fid") is not None and r.get("gflops"):
             guided = (r.get("cfg") or 1.0) > 1.0
-            key = (_family(r["model"]), r.get("objective", ""), r["source"], r["features"], guided)
+            key = (_family(r["model"]), r.get("objective", ""), r["source"], r["features"], guided, "")
             series.setdefault(key, []).append(r)
+    for key, rs in list(series.items()):  # a grid of sizes x patches (DiT's Table 4): a line per patch
+        patch = {r["model"]: m.group(1) for r in rs if (m := re.search(r"/(\d+)$", r["model"]))}
+        if len(set(patch.values())) > 1 and len({m.split("/")[0] for m in patch}) > 1 and not key[4]:
+            del series[key]
+            for r in rs:
+                series.setdefault(key[:5] + (f"patch {patch.get(r['model'], '?')}",), []).append(r)
     families = sorted({key[0] for key in series})
     colors = dict(zip(families, plt.get_cmap("tab10").colors, strict=False))
+    markers = dict(zip(families, "osD^vP<>Xh", strict=False))  # a family keeps its marker in print, too
     objectives = sorted({key[1] for key in series})
     styles = dict(zip(objectives, ["-", ":", "-.", (0, (5, 1))], strict=False))
     fids = [r["fid"] for rs in series.values() for r in rs]
-    for (family, objective, source, features, guided), rs in sorted(series.items()):
+    for (family, objective, source, features, guided, patch), rs in sorted(series.items()):
         rs = sorted(rs, key=lambda r: r["gflops"])
         x, y = [r["gflops"] for r in rs], [r["fid"] for r in rs]
         ours = source == "diffzoo"
-        what = f"{family}, {objective}" if objective else family
+        what = ", ".join(w for w in (family, patch, objective) if w)
         label = f"{what} ({source}; {features})"
         if guided:
             ax.scatter(x, y, marker="*", s=90, color=colors[family], label=f"{what}, guided (cfg > 1)")
         else:
             if len(rs) >= 3:
                 label += f", r = {np.corrcoef(np.log(x), np.log(y))[0, 1]:.2f}"
-            ax.plot(x, y, marker="o" if ours else "s", linestyle=styles.get(objective, "-") if ours else "--",
-                    color=colors[family], label=label)
+            ax.plot(x, y, marker=markers[family], linestyle=styles.get(objective, "-") if ours else "--",
+                    color=colors[family], markerfacecolor=colors[family] if ours else "none", label=label)
         for i, r in enumerate(rs):
             name = r["experiment"] or r["model"]
             if guided:

@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import hub
 from ..data import SOURCES
 from ..data.dataset import ILSVRC2012_TRAIN_MD5, build_dataset
+from ..errors import DiffzooError
 from ..params import DEFAULT_PARAMS, load_params, paths
 
 CODE = ["data/dataset.py", "data/_util.py", "stages/dataset.py"]
@@ -55,7 +57,10 @@ def run(args) -> int:
             out, force = paths(params)["raw"], True  # the pipeline's own artifact: rebuilt when its params change
     hf_repo = None
     if len(inputs) == 1 and str(inputs[0]).startswith("hf://"):
-        hf_repo, inputs = str(inputs[0])[len("hf://"):].removeprefix("datasets/"), []
+        try:  # owner/name@commit: the revision downloaded (a repo pinned in hub.PINNED may omit it)
+            hf_repo, inputs = hub.pin(str(inputs[0]).removeprefix("hf://").removeprefix("datasets/")), []
+        except ValueError as err:
+            raise DiffzooError(f"--input {inputs[0]}: {err}") from None
     manifest = build_dataset(
         source or "digits", inputs, out, sha256=sha256, md5=md5, classes=args.classes, hf_repo=hf_repo,
         split=args.split, download_dir=args.download_dir, max_per_class=max_per_class, workers=args.workers,

@@ -15,10 +15,11 @@ import argparse
 from pathlib import Path
 
 from ..checkpoints import RELEASED, import_released, model_json, released, resolve_checkpoint, save_checkpoint
+from .. import hub
 from ..errors import DiffzooError
 from ..utils import sha256_file
 
-SD_VAE = "stabilityai/sd-vae-ft-ema"
+SD_VAE = hub.pin("stabilityai/sd-vae-ft-ema")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
