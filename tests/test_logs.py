@@ -42,3 +42,34 @@ def test_the_loss_tsv_follows_the_log_interval(prepared, tmp_path):
     assert not list((root / "data/experiments/a/checkpoints").glob("step-*.pt"))
     rows = (root / "results/train/a.tsv").read_text().splitlines()[1:]
     assert [r.split("\t")[0] for r in rows] == ["5", "10"]
+
+
+def test_every_stage_run_appends_its_time_record(prepared, tmp_path):
+    """logs/benchmarks/<stage>[-<id>].tsv gets a row per run (Snakemake's benchmark columns), a
+    failed run included, and the end-of-run summary lists the stages slowest first."""
+    import pandas as pd
+
+    from diffzoo.stages.report import stage_times
+
+    root = clone(prepared, tmp_path / "p")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for _ in range(2):
+        subprocess.run(DIFFZOO + ["train", "--params", "params.yaml", "--experiment", "a"], cwd=root, env=env,
+                       capture_output=True, check=True)
+    edit_params(root, lambda raw: raw["sample"].update(sampling_steps="1"))  # refused: fewer than 2 steps
+    failed = subprocess.run(DIFFZOO + ["sample", "--params", "params.yaml", "--experiment", "a"], cwd=root, env=env,
+                            capture_output=True)
+    assert failed.returncode == 2
+    train = pd.read_csv(root / "logs/benchmarks/train-a.tsv", sep="\t")
+    assert list(train.columns[:4]) == ["s", "h:m:s", "max_rss", "cpu_time"] and len(train) == 2
+    assert (train["status"] == "ok").all() and train["s"].iloc[0] > train["s"].iloc[1] > 0  # the rerun resumes
+    assert train["max_rss"].iloc[0] > 100  # MB: torch alone is more
+    sample = pd.read_csv(root / "logs/benchmarks/sample-a.tsv", sep="\t")
+    assert list(sample["status"]) == ["failed"]
+    edit_params(root, lambda raw: raw["sample"].update(sampling_steps="8"))
+    names = {"train-a", "sample-a", "latents"}
+    table = stage_times(names, root / "logs/benchmarks")
+    rows = [[cell.strip() for cell in line.split("|")[1:3]] for line in table.splitlines()[2:]]
+    assert {stage for stage, _ in rows} == names, table
+    seconds = [float(s) for _, s in rows]
+    assert seconds == sorted(seconds, reverse=True) and float(dict(rows)["train-a"]) == round(train["s"].iloc[1], 1)

@@ -41,6 +41,13 @@ def tiny_params() -> dict:
     return raw
 
 
+NO_TORCH = """import importlib.abc, sys
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked: planning must not import it")
+sys.meta_path.insert(0, NoTorch())
+"""
 SAMPLINGS = {"dit-cfg2": {"experiment": "dit", "sample": {"cfg_scale": 2.0}}}
 
 
@@ -117,8 +124,18 @@ def test_snakemake_end_to_end_and_caching(tmp_path):
     html = read(p, "report.html")
     assert all(name in html for name in ("default.csv", "fid_vs_gflops.png", "loss.png", "dit-cfg2.png"))
 
-    # 1. Nothing left to do.
+    # 1. Nothing left to do, and planning that imports no torch: the plan cache answers the model
+    #    questions (names, builds, FLOPs). Without it the same plan needs torch: the block is real.
     assert "Nothing to be done" in snakemake("-n")
+    blocker = tmp_path / "no-torch"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(NO_TORCH)
+    env = dict(env_for(p), PYTHONPATH=f"{blocker}{os.pathsep}{p / 'src'}")
+    plan = lambda **extra: subprocess.run(["snakemake", "-n", "--cores", "2"], cwd=p, env=dict(env, **extra),  # noqa: E731
+                                          capture_output=True, text=True)
+    planned = plan()
+    assert planned.returncode == 0 and "Nothing to be done" in planned.stdout + planned.stderr, planned.stderr[-3000:]
+    assert "torch is blocked" in plan(DIFFZOO_PLAN_CACHE="0").stderr
 
     # 2. One experiment's training setting: only its chain (and the tables) rerun.
     raw = tiny_params()

@@ -12,12 +12,14 @@ import contextlib
 import importlib
 import os
 import sys
+import time
 from pathlib import Path
 
 from .errors import DiffzooError
-from .utils import describe, stage_lock
+from .utils import describe, stage_lock, time_record
 
 STAGES_DIR = Path(__file__).with_name("stages")
+_T0 = time.perf_counter()  # a stage's time counts its imports (torch's among them), as Snakemake's benchmark does
 
 
 def commands() -> dict[str, str]:
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(sub_parser)
     args = sub_parser.parse_args(argv[1:])
     try:
-        with _lock(known.command, module, args):
+        with _lock(known.command, module, args), _timed(known.command, module, args):
             return int(module.run(args) or 0)
     except DiffzooError as err:
         return _fail(known.command, str(err))
@@ -61,10 +63,23 @@ def _fail(command: str, message: str) -> int:
     return 2
 
 
+def _artifact_writer(module, args) -> bool:
+    """A pipeline stage run (a --params form of a command that writes pipeline artifacts)."""
+    return getattr(module, "LOCK", True) and bool(getattr(args, "params", None))
+
+
+def _timed(command: str, module, args):
+    """A pipeline stage run's time record (utils.time_record: logs/benchmarks/<command>[-<id>].tsv)."""
+    if not _artifact_writer(module, args):
+        return contextlib.nullcontext()
+    experiment = getattr(args, "experiment", None)
+    return time_record(f"{command}-{experiment}" if experiment else command, _T0)
+
+
 def _lock(command: str, module, args):
     """The stage's advisory lock when it writes pipeline artifacts (a --params form): one writer per
     command and experiment (.diffzoo/locks/<command>[-<id>].lock). LOCK = False in a module opts out."""
-    if not getattr(module, "LOCK", True) or not getattr(args, "params", None):
+    if not _artifact_writer(module, args):
         return contextlib.nullcontext()
     experiment = getattr(args, "experiment", None)
     return stage_lock(f"{command}-{experiment}" if experiment else command)

@@ -14,7 +14,6 @@ the workflow engines track, so a change reruns exactly the stages whose slice ch
 """
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,11 +24,10 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StringConst
 from pydantic_core import PydanticCustomError
 
 from . import hub
+from .plan_cache import memo
+from .choices import GUIDANCE_MODES, NOISE_SCHEDULES, OBJECTIVES, PREDICTIONS, SAMPLERS
 from .data import SOURCES
-from .diffusion.gaussian_diffusion import NOISE_SCHEDULES, PREDICTIONS, SAMPLERS
-from .diffusion.objective import OBJECTIVES
 from .errors import DiffzooError
-from .models.layers import GUIDANCE_MODES
 from .report.published import TABLES
 
 DEFAULT_PARAMS = "params.yaml"
@@ -198,11 +196,9 @@ class ExperimentConfig(Section):
     @field_validator("model")
     @classmethod
     def _registered(cls, name: str) -> str:
-        from .models import check_model_name
-        try:
-            check_model_name(name)
-        except KeyError as err:
-            raise ValueError(err.args[0]) from None
+        error = memo("model-name", name, lambda: _unknown_model(name))
+        if error:
+            raise ValueError(error)
         return name
 
 
@@ -431,7 +427,7 @@ def _check_run(params: Params, run_id: str) -> None:
 def _check_weights_files(where: str, run: Run) -> None:
     """train.checkpoint / train.init: an existing file or a released name, and a released checkpoint
     fits the experiment's model and objective."""
-    from .checkpoints import RELEASED, released
+    from .released import RELEASED, released
 
     for key in ("checkpoint", "init"):
         value = getattr(run.train, key)
@@ -457,11 +453,9 @@ def _check_sampling_steps(where: str, objective: str, value: str) -> None:
         if not (value.isdigit() and int(value) >= 1):
             _raise(where, f" = {value!r}: rectified flow takes a number of Euler steps, e.g. '25'")
         return
-    from .diffusion.respace import space_timesteps
-    try:
-        steps = len(space_timesteps(1000, value))
-    except ValueError as err:
-        _raise(where, f" = {value!r}: {err} (write e.g. '250' or 'ddim25')")
+    steps = respaced_steps(value)
+    if isinstance(steps, str):
+        _raise(where, f" = {value!r}: {steps} (write e.g. '250' or 'ddim25')")
     if steps < 2:
         _raise(where, f" = {value!r} gives {steps} step; a DDPM/DDIM sampler needs at least 2")
 
@@ -520,9 +514,36 @@ def _check_vae(vae: str) -> None:
                    f"(download it once online: huggingface-cli download {repo} --revision {revision})")
 
 
-@functools.cache
+def _unknown_model(name: str) -> str | None:
+    """Why `name` is no registered model (with the close names), or None."""
+    from .models import check_model_name
+    try:
+        check_model_name(name)
+    except KeyError as err:
+        return err.args[0]
+    return None
+
+
+def respaced_steps(value: str) -> int | str:
+    """The step count of a respacing ("250", "ddim25", "10,10"), or why it is none (memoised)."""
+    return memo("respaced-steps", value, lambda: _respaced_steps(value))
+
+
+def _respaced_steps(value: str) -> int | str:
+    from .diffusion.respace import space_timesteps
+    try:
+        return len(space_timesteps(1000, value))
+    except ValueError as err:
+        return str(err)
+
+
 def _model_error(model: str, args_json: str) -> str | None:
-    """Why `create_model(model, **args)` fails, or None; built on the meta device (no memory)."""
+    """Why `create_model(model, **args)` fails, or None (memoised for this code: plan_cache)."""
+    return memo("model-build", f"{model} {args_json}", lambda: _build_error(model, args_json))
+
+
+def _build_error(model: str, args_json: str) -> str | None:
+    """Built on the meta device (no memory)."""
     import torch
 
     from .models import create_model

@@ -159,9 +159,16 @@ def source_files(patterns, model: str | None = None) -> list[str]:
     that backbone's own files; relative to the working directory where they lie below it."""
     files = {f for pattern in patterns for f in PACKAGE.glob(pattern)}
     if model is not None:
-        from .models import model_source_files
-        files |= {p.resolve() for p in model_source_files(model)}
+        from .plan_cache import memo
+
+        files |= {Path(p) for p in memo("model-files", model, lambda: _model_files(model))}
     return sorted(_relative(f) for f in files)
+
+
+def _model_files(model: str) -> list[str]:
+    from .models import model_source_files
+
+    return [str(p.resolve()) for p in model_source_files(model)]
 
 
 def _relative(path: Path) -> str:
@@ -247,6 +254,48 @@ def stage_lock(name: str, directory: str | Path = Path(".diffzoo") / "locks"):
 def _clock(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+TIMES_DIR = Path("logs/benchmarks")
+TIME_COLUMNS = ["s", "h:m:s", "max_rss", "cpu_time", "gpu_max_mb", "started", "host", "status"]
+
+
+@contextlib.contextmanager
+def time_record(name: str, t0: float | None = None):
+    """Append a row to logs/benchmarks/<name>.tsv when the block ends: wall seconds since t0 (the
+    process start, so a stage's imports count, as in Snakemake's benchmark), peak resident MB and
+    CPU seconds (this process and its workers), the GPU's peak allocated MB, the start, the host, and
+    ok/failed. Snakemake's `benchmark:` columns by name (s, h:m:s, max_rss, cpu_time), written by the
+    stage itself because Snakemake refuses `benchmark:` on rules eligible for its output cache, which
+    every pipeline rule is, and DVC has none: one record for both engines. Rank 0 only."""
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    import resource
+
+    t0 = time.perf_counter() if t0 is None else t0
+    started = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - (time.perf_counter() - t0)))
+    status = "failed"
+    try:
+        yield
+        status = "ok"
+    finally:
+        wall = time.perf_counter() - t0
+        usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        torch = sys.modules.get("torch")
+        gpu = (torch.cuda.max_memory_allocated() / 2**20
+               if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized() else 0.0)
+        row = [f"{wall:.3f}", f"{int(wall // 3600)}:{int(wall % 3600 // 60):02d}:{wall % 60:06.3f}",
+               f"{max(u.ru_maxrss for u in usage) / 1024:.1f}",  # KiB on Linux
+               f"{sum(u.ru_utime + u.ru_stime for u in usage):.2f}", f"{gpu:.1f}", started, socket.gethostname(),
+               status]
+        path = TIMES_DIR / f"{name}.tsv"
+        with contextlib.suppress(OSError):  # a record, never the reason a finished stage fails
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as f:
+                if f.tell() == 0:
+                    f.write("\t".join(TIME_COLUMNS) + "\n")
+                f.write("\t".join(row) + "\n")
 
 
 class Progress:

@@ -12,11 +12,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ..choices import PREDICTIONS, SAMPLERS
+
 ModelFn = Callable[..., torch.Tensor]
-
-
-NOISE_SCHEDULES = ("linear", "cosine")
-SAMPLERS = ("ddpm", "ddim")  # ancestral, or Song et al.'s deterministic DDIM
 
 
 def get_named_beta_schedule(name: str, num_diffusion_timesteps: int) -> np.ndarray:
@@ -92,7 +90,6 @@ def _gather(arr: np.ndarray, t: torch.Tensor, like: torch.Tensor) -> torch.Tenso
     return out.view(-1, *([1] * (like.ndim - 1))).expand_as(like)
 
 
-PREDICTIONS = ("eps", "v", "x0")
 
 
 class GaussianDiffusion:

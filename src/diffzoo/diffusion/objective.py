@@ -15,7 +15,8 @@ from typing import Protocol
 import torch
 
 from . import create_diffusion
-from .gaussian_diffusion import SAMPLERS, randint, randn
+from ..choices import OBJECTIVES, SAMPLERS
+from .gaussian_diffusion import randint, randn
 from .rectified_flow import RectifiedFlow
 
 
@@ -64,13 +65,14 @@ class DDPMObjective:
                                                  generator=generator, progress=progress)
 
 
-OBJECTIVES: dict[str, Callable[..., Objective]] = {"ddpm": DDPMObjective, "rectified_flow": RectifiedFlow}
+CLASSES: dict[str, Callable[..., Objective]] = {"ddpm": DDPMObjective, "rectified_flow": RectifiedFlow}
+assert tuple(CLASSES) == OBJECTIVES, "choices.OBJECTIVES names the classes here"
 
 
 def create_objective(name: str, **settings) -> Objective:
-    if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; allowed: {', '.join(sorted(OBJECTIVES))}")
-    return OBJECTIVES[name](**settings)
+    if name not in CLASSES:
+        raise ValueError(f"unknown objective {name!r}; allowed: {', '.join(OBJECTIVES)}")
+    return CLASSES[name](**settings)
 
 
 def build_objective(name: str, learn_sigma: bool, sampling_steps: str, sampler: str = "ddpm",

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..choices import GUIDANCE_MODES
+
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN modulation of a token sequence (N, T, D) by per-sample shift and scale (N, D)."""
@@ -198,7 +200,6 @@ def init_adaln_zero(model: nn.Module) -> None:
         nn.init.zeros_(final.linear.bias)
 
 
-GUIDANCE_MODES = ("legacy3", "all")
 
 
 class Backbone(nn.Module):

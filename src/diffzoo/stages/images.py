@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..data.images import DEFAULT_SHARD_SIZE, build_images
 from ..params import DEFAULT_PARAMS, load_params, paths
 
 CODE = ["data/images.py", "data/crop.py", "data/shards.py", "data/_util.py", "stages/images.py"]
@@ -19,6 +18,8 @@ def params_slice(params, run_id=None) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..data.images import DEFAULT_SHARD_SIZE
+
     p.add_argument("--params", help="take every setting not given below from this params file's `data:` "
                                     "section (src data/<name>/raw, out data/<name>/images-R); the default "
                                     "when --src/--out/--resolution are absent")
@@ -32,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from ..data.images import DEFAULT_SHARD_SIZE, build_images
+
     src, out, res, size, cap = args.src, args.out, args.resolution, args.shard_size, args.max_per_class
     if args.params or None in (src, out, res):
         params = load_params(args.params or DEFAULT_PARAMS)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..checkpoints import RELEASED, import_released, model_json, released, resolve_checkpoint, save_checkpoint
+from ..released import RELEASED, released
 from .. import hub
 from ..errors import DiffzooError
 from ..utils import sha256_file
@@ -40,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from ..checkpoints import import_released, model_json, resolve_checkpoint, save_checkpoint
+
     if args.experiment:
         from ..params import load_params, paths
         from .train import import_weights

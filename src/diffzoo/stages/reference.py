@@ -14,7 +14,6 @@ import shutil
 from pathlib import Path
 
 from ..errors import DiffzooError
-from ..evaluate.reference import REFERENCE, build_classifier_reference, compute_reference
 from ..params import load_params, paths
 from ..utils import atomic_dir
 
@@ -29,6 +28,7 @@ def params_slice(params, run_id=None) -> dict:
 
 def build_reference(params, device: str | None = None) -> Path:
     from ..evaluate.features import load_extractor
+    from ..evaluate.reference import REFERENCE, build_classifier_reference, compute_reference
 
     where, ev = paths(params), params.evaluate
     with atomic_dir(where["reference"]) as tmp:

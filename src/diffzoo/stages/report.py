@@ -78,7 +78,35 @@ def print_tables(params, out: Path = Path("results"), stream=None) -> None:
         md = out / "tables" / f"{table}.md"
         if md.is_file():
             print(md.read_text().rstrip() + "\n", file=stream)
+    runs = params.run_ids
+    times = stage_times(names={"check", "dataset", "images", "latents", "reference", "report"} | {
+        f"{command}-{run_id}" for command in ("train", "import-checkpoint", "sample", "evaluate") for run_id in runs})
+    if times is not None:
+        print("time per stage (the last run of each; logs/benchmarks/*.tsv):\n" + times + "\n", file=stream)
     print(f"tables: {out / 'tables'}/  plots: {out / 'plots'}/  sample grids: {out / 'samples'}/", file=stream)
+
+
+def stage_times(names: set[str], folder: Path | None = None) -> str | None:
+    """The last recorded run of each of these stages (logs/benchmarks/<stage>[-<id>].tsv, written by
+    the CLI) as a Markdown table, slowest first; None when none is recorded."""
+    import pandas as pd
+
+    from ..utils import TIMES_DIR
+
+    rows = []
+    for tsv in sorted((folder or TIMES_DIR).glob("*.tsv")):
+        if tsv.stem not in names:
+            continue
+        try:
+            last = pd.read_csv(tsv, sep="\t").iloc[-1]
+        except (ValueError, IndexError, KeyError, pd.errors.ParserError):
+            continue  # an empty or foreign file: not ours to judge here
+        rows.append({"stage": tsv.stem, "seconds": float(last["s"]), "cpu seconds": float(last["cpu_time"]),
+                     "peak MB": float(last["max_rss"]), "status": last["status"], "started": last["started"]})
+    if not rows:
+        return None
+    df = pd.DataFrame(rows).sort_values("seconds", ascending=False)
+    return df.to_markdown(index=False, floatfmt=".1f")
 
 
 def run(args) -> int:

@@ -20,7 +20,6 @@ from pathlib import Path
 from .. import hub
 from ..errors import DiffzooError
 from ..params import SampleConfig, load_params, paths
-from ..runtime import relaunch_under_torchrun, setup_process
 from ..utils import content_hash, remove_tree, sha256_file
 
 CODE = ["sampling.py", "runtime.py", "stages/sample.py", "latents.py", "diffusion/*.py", "checkpoints.py",
@@ -65,6 +64,7 @@ def draw(model, config: dict, cfg: SampleConfig, weights: Path, out: Path, proc,
 def sample(params_path: str, run_id: str, device: str | None = None):
     from ..checkpoints import load_model
     from ..report.figures import save_run_grid
+    from ..runtime import setup_process
 
     params = load_params(params_path)
     run = params.run(run_id)
@@ -92,6 +92,7 @@ def sample_checkpoint(args) -> Path:
 
     from ..checkpoints import import_released, load_checkpoint, model_json, released, resolve_checkpoint
     from ..models import create_model
+    from ..runtime import setup_process
 
     path = resolve_checkpoint(args.ckpt)
     proc = setup_process(args.device)
@@ -154,6 +155,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from ..runtime import relaunch_under_torchrun
+
     if args.ckpt:
         if args.experiment:
             raise DiffzooError("give --experiment (with --params) or --ckpt, not both")

@@ -17,13 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from ..errors import DiffzooError
 from ..params import load_params, paths
-from ..runtime import distribute, relaunch_under_torchrun, setup_process
-from ..training import (Checkpointer, LossLog, export_model, full_state, loop_label_dropout, restore_optimizer,
-                        resume_or_fresh, train_loop)
 from ..utils import PACKAGE, content_hash, sha256_file, source_files, write_json
 
 CODE = ["training.py", "runtime.py", "stages/train.py", "latents.py", "diffusion/*.py", "checkpoints.py"]
@@ -68,7 +63,10 @@ def model_config(run, latent_meta: dict) -> dict:
 def import_weights(params, run, where) -> dict:
     """An experiment with `train.checkpoint`: the released file, strictly loaded, as its model
     artifact (model.safetensors + model.json) and a training summary that says so; no training."""
+    import torch
+
     from ..checkpoints import import_released, model_json, resolve_checkpoint
+    from ..training import export_model
     from ..flops import active_params, count_macs, count_params
     from ..models import create_model
     from ..training import LOG_HEADER
@@ -99,7 +97,12 @@ def import_weights(params, run, where) -> dict:
 
 
 def train(params_path: str, exp_id: str) -> dict:
+    import torch
+
     from ..checkpoints import load_weights, read_state_dict, resolve_checkpoint
+    from ..runtime import distribute, setup_process
+    from ..training import (Checkpointer, LossLog, export_model, full_state, loop_label_dropout, restore_optimizer,
+                            resume_or_fresh, train_loop)
     from ..diffusion.objective import build_objective
     from ..flops import active_params, count_macs, count_params
     from ..latents import LatentDataset
@@ -191,6 +194,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from ..runtime import relaunch_under_torchrun
+
     relaunch_under_torchrun(["train", "--params", args.params, "--experiment", args.experiment])
     summary = train(args.params, args.experiment)
     if summary:
