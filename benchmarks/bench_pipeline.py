@@ -3,6 +3,9 @@ no-op re-plan after it (`snakemake -n`). Prints one JSON line.
 
     python benchmarks/bench_pipeline.py [--cores 2] [--keep DIR]
     python benchmarks/bench_pipeline.py --log .snakemake/log/X.snakemake.log   # job times of a past run
+    python benchmarks/bench_pipeline.py --replan DIR [--repeats 5]   # no-op `snakemake -n` in a finished
+        # project DIR, alternating with Snakemake's floor (a one-rule workflow, same interpreter): the
+        # medians, their difference (what diffzoo's planning adds) and whether torch was imported
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,12 +51,41 @@ def job_seconds(log: Path) -> dict[str, float]:
     return out
 
 
+FLOOR = "rule all:\n    output: 'x.txt'\n    shell: 'touch {output}'\n"
+
+
+def replan(project: Path, repeats: int, env: dict) -> dict:
+    """Median seconds of a no-op `snakemake -n` in `project` and of the floor, run alternately."""
+    floor = Path(tempfile.mkdtemp(prefix="diffzoo-floor-"))
+    (floor / "Snakefile").write_text(FLOOR)
+    (floor / "x.txt").write_text("")
+    ours, base = [], []
+    for _ in range(repeats):
+        ours.append(timed(["snakemake", "-n", "--cores", "2"], project, env))
+        base.append(timed(["snakemake", "-n", "--cores", "1"], floor, env))
+    shutil.rmtree(floor)
+    probe = subprocess.run([sys.executable, "-X", "importtime", "-m", "snakemake", "-n", "--cores", "2"], cwd=project,
+                           env=env, capture_output=True, text=True)
+    torch = any(line.rstrip().endswith("| torch") for line in probe.stderr.splitlines())
+    med = statistics.median
+    return {"noop_plan_s": round(med(ours), 2), "snakemake_floor_s": round(med(base), 2),
+            "diffzoo_adds_s": round(med(ours) - med(base), 2), "imports_torch": torch, "repeats": repeats,
+            "runs_s": [round(t, 2) for t in ours], "floor_runs_s": [round(t, 2) for t in base],
+            "machine": platform.machine(), "cpus": os.cpu_count()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--keep", type=Path, default=None, help="run in this folder and keep it")
     p.add_argument("--log", type=Path, default=None, help="only print the job times of this Snakemake log")
+    p.add_argument("--replan", type=Path, default=None, help="time the no-op plan of this finished project")
+    p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
+    if args.replan:
+        env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+        print(json.dumps(replan(args.replan.resolve(), args.repeats, env)))
+        return
     if args.log:
         print(json.dumps(job_seconds(args.log)))
         return
@@ -66,9 +99,9 @@ def main() -> None:
     env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"],
                SNAKEMAKE_OUTPUT_CACHE=str(work / ".cache/snakemake"))
     full = timed(["snakemake", "--cores", str(args.cores)], work, env)
-    replan = timed(["snakemake", "-n"], work, env)
+    noop = timed(["snakemake", "-n"], work, env)
     log = max((work / ".snakemake/log").glob("*.snakemake.log"), key=lambda f: f.stat().st_size)
-    print(json.dumps({"default_run_s": round(full, 1), "noop_replan_s": round(replan, 2), "cores": args.cores,
+    print(json.dumps({"default_run_s": round(full, 1), "noop_replan_s": round(noop, 2), "cores": args.cores,
                       "cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
                       "job_s": job_seconds(log)}))
     if args.keep is None:

@@ -228,7 +228,7 @@ def reference_bst_block(block: BSTBlock, x: torch.Tensor, c: torch.Tensor) -> to
     w, heads = block.block_size, block.attn.num_heads
     shift1, scale1, gate1, shift2, scale2, gate2 = block.adaLN_modulation(c).chunk(6, dim=1)
     h = F.layer_norm(x, (d,), eps=1e-6) * (1 + scale1[:, None]) + shift1[:, None]
-    y_f, y_b = block.ssm(h)
+    y_f, y_b = block.ssm(h).unbind(2)
     attn = []
     for i in range(length // w):
         tokens = h[:, i * w:(i + 1) * w]

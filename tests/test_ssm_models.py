@@ -100,15 +100,19 @@ def test_diffussm_fresh_model_outputs_zero_and_blocks_see_the_whole_sequence():
             assert (block(h2, c) - base)[0, other].abs().max() > 1e-6
 
 
+@pytest.mark.parametrize("conv", ["fft", "direct", "auto"])
 @pytest.mark.parametrize("init", ["lin", "legs"])
-def test_bis4d_fft_convolution_equals_its_recurrence(init):
-    """y = S4D by FFT vs the ZOH-discretised diagonal recurrence run token by token (complex128)."""
+def test_bis4d_convolution_equals_its_recurrence(init, conv):
+    """y = S4D by FFT, or by the Toeplitz matmul, vs the ZOH-discretised diagonal recurrence run token by
+    token (complex128)."""
     torch.manual_seed(0)
     ssm = BiS4D(channels=3, d_state=8, init=init)
+    ssm.conv = conv
     with torch.no_grad():
         ssm.log_dt.uniform_(-3, -1)
     u = torch.randn(2, 37, 3)
-    y_fwd, y_bwd = ssm(u)
+    y = ssm(u)
+    y_fwd, y_bwd = y[:, :, 0], y[:, :, 1]
 
     def recurrence(direction, seq):
         dt = torch.exp(ssm.log_dt[direction].double())[:, None]
@@ -146,3 +150,17 @@ def test_source_files_track_the_ssm_code():
     dis_files = {p.name for p in model_source_files("DiS-S/2")}
     assert {"dis.py", "mamba.py", "layers.py"} <= dis_files
     assert {"diffussm.py", "dit.py", "layers.py"} <= {p.name for p in model_source_files("DiffuSSM-XL")}
+
+
+def test_bis4d_paths_have_the_same_gradients():
+    """The direct path's gradients (its own batched-matmul backward) equal the FFT path's."""
+    torch.manual_seed(0)
+    ssm = BiS4D(channels=5, d_state=8)
+    u = torch.randn(40, 24, 5, requires_grad=True)
+    weight = torch.randn(40, 24, 2, 5)
+    grads = {}
+    for conv in ("fft", "direct"):
+        ssm.conv = conv
+        grads[conv] = torch.autograd.grad((ssm(u) * weight).sum(), [u, *ssm.parameters()])
+    for a, b in zip(grads["fft"], grads["direct"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -99,7 +99,8 @@ class BSTBlock(nn.Module):
             raise ValueError(f"{length} tokens do not split into blocks of {w} (block_size)")
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c).chunk(6, dim=1)
         h = modulate(self.norm1(x), shift1, scale1)
-        context = block_context(*self.ssm(h), w)
+        y = self.ssm(h)  # (N, L, 2, D): both directions
+        context = block_context(y[:, :, 0], y[:, :, 1], w)
         attn = self.attn(h.reshape(n, length // w, w, d), context).reshape(n, length, d)
         x = x + gate1.unsqueeze(1) * attn
         return x + gate2.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift2, scale2))
