@@ -315,3 +315,10 @@ def test_dvc_experiments_queue_runs_each_with_its_own_params(tmp_path):
     assert set(seen) == {"low", "high"}, seen
     assert seen["low"][0] == lr / 2 and seen["high"][0] == lr * 2
     assert seen["low"][1] != seen["high"][1]  # each trained with its own learning rate
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    """Snakemake's own conventions (a conda env per rule, envvars, log per rule, no absolute paths)."""
+    p = make_project(tmp_path / "lint")
+    out = sh(p, "snakemake", "--lint")
+    assert "Congratulations, your workflow is in a good condition!" in out, out[-3000:]

@@ -158,11 +158,13 @@ class ReportConfig(Section):
 
 
 class ResourcesConfig(Section):
-    """What the SLURM profile requests per job."""
+    """What each job asks for (Snakemake's threads and resources; the SLURM profile requests them)."""
 
     train_gpus: Count = 1                    # 0 = a CPU job
     sample_gpus: Count = 1
     gpu_model: str | None = None             # e.g. h100; null = any
+    threads: PositiveInt = 1                 # CPU threads of a train/sample/latents/reference/evaluate job
+                                             # (OMP_NUM_THREADS); Snakemake caps it at --cores
 
 
 SECTIONS: dict[str, type[Section]] = {

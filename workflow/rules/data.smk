@@ -38,6 +38,7 @@ rule images:
 
 
 rule latents:
+    threads: PARAMS.resources.threads
     resources:
         **pipeline.resources(PARAMS, "latents"),
     input:
@@ -58,6 +59,7 @@ rule latents:
 
 
 rule reference:
+    threads: PARAMS.resources.threads
     resources:
         **pipeline.resources(PARAMS, "reference"),
     input:

@@ -4,6 +4,7 @@
 
 
 rule train:
+    threads: PARAMS.resources.threads
     wildcard_constraints:
         exp=one_of(TRAINED),
     resources:
@@ -29,6 +30,7 @@ rule train:
 
 
 rule import_weights:  # experiments with train.checkpoint: the released file is the model, no training
+    threads: PARAMS.resources.threads
     wildcard_constraints:
         exp=one_of(RELEASED),
     input:
@@ -52,6 +54,7 @@ rule import_weights:  # experiments with train.checkpoint: the released file is 
 
 
 rule sample:
+    threads: PARAMS.resources.threads
     resources:
         **pipeline.resources(PARAMS, "sample"),
     input:
@@ -74,6 +77,7 @@ rule sample:
 
 
 rule evaluate:
+    threads: PARAMS.resources.threads
     resources:
         **pipeline.resources(PARAMS, "evaluate"),
     input:
