@@ -54,3 +54,14 @@ def test_the_digest_follows_the_package_source(monkeypatch, tmp_path):
     assert plan_cache.code_digest() == before
     (package / "models" / "dit.py").write_text((package / "models" / "dit.py").read_text() + "\n# edited\n")
     assert plan_cache.code_digest() != before
+
+
+def test_stored_files_are_package_relative(fresh):
+    """Another copy of the same code (a DVC experiment's workspace) reads the same memo: a backbone's
+    files are stored relative to the package and resolved against the copy that reads them."""
+    from diffzoo.utils import PACKAGE, source_files
+
+    files = source_files(["stages/train.py"], "DiT-S/2")
+    stored = json.loads((fresh / plan_cache.PATH).read_text())["entries"]["model-files:DiT-S/2"]
+    assert sorted(stored) == ["models/dit.py", "models/layers.py"]
+    assert sorted(files) == sorted(str(PACKAGE / f) for f in ["models/dit.py", "models/layers.py", "stages/train.py"])

@@ -161,14 +161,16 @@ def source_files(patterns, model: str | None = None) -> list[str]:
     if model is not None:
         from .plan_cache import memo
 
-        files |= {Path(p) for p in memo("model-files", model, lambda: _model_files(model))}
+        files |= {PACKAGE / p for p in memo("model-files", model, lambda: _model_files(model))}
     return sorted(_relative(f) for f in files)
 
 
 def _model_files(model: str) -> list[str]:
+    """Package-relative: the memo file may be read by another copy of the package (a DVC experiment's
+    workspace), where the same code lies under another folder."""
     from .models import model_source_files
 
-    return [str(p.resolve()) for p in model_source_files(model)]
+    return [str(Path(p).resolve().relative_to(PACKAGE)) for p in model_source_files(model)]
 
 
 def _relative(path: Path) -> str:
