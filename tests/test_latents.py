@@ -88,6 +88,18 @@ def test_missing_vae_weights_give_one_clear_error(monkeypatch):
         make_codec("stabilityai/sd-vae-ft-ema", 0.18215)
 
 
+def test_an_unpinned_vae_of_an_older_model_json_still_loads_by_name(monkeypatch):
+    """A model.json written before the pins may name a repo without a revision: loading asks for the
+    repo's newest files (one clear line offline), it does not refuse the file."""
+    from diffzoo.hub import pin_argument
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DiffzooError, match=r"cannot load the VAE 'me/vae'.*`huggingface-cli download me/vae` "):
+        make_codec("me/vae", 0.18215)
+    with pytest.raises(DiffzooError, match=r"^--vae me/vae: 'me/vae' has no revision: write me/vae@<commit>"):
+        pin_argument("me/vae", "--vae")  # the command line, like params, asks for one
+
+
 def test_rerun_with_other_settings_does_not_reuse_shards(images_dir, vae_dir, tmp_path):
     """Shards of an earlier run are resumed only under the same settings: switching the codec over
     an existing folder re-encodes every shard."""

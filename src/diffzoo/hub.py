@@ -34,6 +34,24 @@ def split(ref: str) -> tuple[str, str | None]:
     return m["repo"], m["revision"]
 
 
+def revision_of(ref: str) -> tuple[str, str | None]:
+    """(repo, revision) to load: the one written, else the pinned commit, else None (the repo's
+    newest files: a model.json written before the pins may name an unpinned repo; loading it stays
+    possible, while params and the command line refuse one, see pin)."""
+    repo, revision = split(ref)
+    return repo, revision or PINNED.get(repo)
+
+
+def pin_argument(ref: str, option: str) -> str:
+    """pin() for a command-line value: a repo without a revision is one clear line naming the option."""
+    from .errors import DiffzooError
+
+    try:
+        return pin(ref)
+    except ValueError as err:
+        raise DiffzooError(f"{option} {ref}: {err}") from None
+
+
 def pin(ref: str) -> str:
     """The reference with its revision written out: the one given, else the commit pinned here."""
     repo, revision = split(ref)

@@ -47,10 +47,10 @@ class VAE:
     """A diffusers AutoencoderKL: encode to the posterior (mean, std), decode z / scale."""
 
     def __init__(self, name: str, scale: float, device: torch.device, dtype: torch.dtype = torch.float32):
-        from .hub import is_ref, pin, split
+        from .hub import is_ref, revision_of
 
-        # A repo id is loaded at its pinned commit (model.json files older than the pins name none).
-        folder, revision = split(pin(name)) if is_ref(name) and not Path(name).is_dir() else (name, None)
+        # A repo id is loaded at its commit (model.json files older than the pins name none).
+        folder, revision = revision_of(name) if is_ref(name) and not Path(name).is_dir() else (name, None)
         try:
             from diffusers.models import AutoencoderKL
         except ImportError as err:  # pragma: no cover - diffusers is a dependency
@@ -60,7 +60,8 @@ class VAE:
         except OSError as err:
             raise DiffzooError(
                 f"cannot load the VAE {name!r}: {str(err).splitlines()[0]} -- on a machine with network run "
-                f"`huggingface-cli download {folder} --revision {revision}` (it lands in the Hugging Face cache, "
+                f"`huggingface-cli download {folder}{f' --revision {revision}' if revision else ''}` (it lands in "
+                f"the Hugging Face cache, "
                 f"$HF_HOME), or give latents.vae as a local folder saved with save_pretrained") from None
         self.scale = scale
         self.device, self.dtype = device, dtype

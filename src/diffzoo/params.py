@@ -24,10 +24,10 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StringConst
 from pydantic_core import PydanticCustomError
 
 from . import hub
-from .plan_cache import memo
 from .choices import GUIDANCE_MODES, NOISE_SCHEDULES, OBJECTIVES, PREDICTIONS, SAMPLERS
 from .data import SOURCES
 from .errors import DiffzooError
+from .plan_cache import memo
 from .report.published import TABLES
 
 DEFAULT_PARAMS = "params.yaml"

@@ -287,7 +287,7 @@ def time_record(name: str, t0: float | None = None):
         torch = sys.modules.get("torch")
         gpu = (torch.cuda.max_memory_allocated() / 2**20
                if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized() else 0.0)
-        row = [f"{wall:.3f}", f"{int(wall // 3600)}:{int(wall % 3600 // 60):02d}:{wall % 60:06.3f}",
+        row = [f"{wall:.3f}", _clock(wall),
                f"{max(u.ru_maxrss for u in usage) / 1024:.1f}",  # KiB on Linux
                f"{sum(u.ru_utime + u.ru_stime for u in usage):.2f}", f"{gpu:.1f}", started, socket.gethostname(),
                status]

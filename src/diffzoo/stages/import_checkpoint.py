@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..released import RELEASED, released
 from .. import hub
 from ..errors import DiffzooError
+from ..released import RELEASED, released
 from ..utils import sha256_file
 
 SD_VAE = hub.pin("stabilityai/sd-vae-ft-ema")
@@ -68,7 +68,8 @@ def run(args) -> int:
         objective_args = {"prediction": "eps", "noise_schedule": "linear"}
     tensors = import_released(src, name, model_args)
     digest = sha256_file(src)
-    config = model_json(name, model_args, objective, objective_args, args.vae, 0.18215, [4, side, side],
+    vae = hub.pin_argument(args.vae, "--vae") if hub.is_ref(args.vae) and not Path(args.vae).is_dir() else args.vae
+    config = model_json(name, model_args, objective, objective_args, vae, 0.18215, [4, side, side],
                         model_args.get("num_classes", 1000), source={"checkpoint": src.name, "sha256": digest})
     save_checkpoint(args.out, tensors, config)
     print(f"{src.name}: sha256 {digest}, {len(tensors)} tensors, loads strictly into {name}; wrote {args.out}")

@@ -110,7 +110,7 @@ def sample_checkpoint(args) -> Path:
         objective_args = {"time_scale": time_scale} if objective == "rectified_flow" and time_scale else {}
         tensors = import_released(path, name, model_args)
         vae = f"stabilityai/sd-vae-ft-{args.vae}" if args.vae in ("ema", "mse") else args.vae
-        vae = hub.pin(vae) if hub.is_ref(vae) and not Path(vae).is_dir() else vae
+        vae = hub.pin_argument(vae, "--vae") if hub.is_ref(vae) and not Path(vae).is_dir() else vae
         config = model_json(name, model_args, objective, objective_args, vae, 0.18215, [4, side, side],
                             args.num_classes)
     model = create_model(config["model"], **config["model_args"])
