@@ -41,7 +41,7 @@ def make_shards(folder: Path, images: int, shape: tuple[int, ...], shard_size: i
             np.save(d / f"{key}.npy", rng.standard_normal((n, *shape), dtype=np.float32).astype(np.float16))
         np.save(d / "labels.npy", rng.integers(0, 1000, n))
         shards.append(d.name)
-    write_json(folder / "index.json", {"vae": "stabilityai/sd-vae-ft-ema", "scale": 0.18215, "flips": True,
+    write_json(folder / "index.json", {"vae": "stabilityai/sd-vae-ft-ema", "data_scale": 0.18215, "flips": True,
                                        "shape": list(shape), "num_images": images, "resolution": shape[-1] * 8,
                                        "classes": [f"n{i:08d}" for i in range(1000)], "shards": shards})
 

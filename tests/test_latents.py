@@ -35,7 +35,7 @@ def vae_dir(tmp_path_factory):
 def test_vae_latents_are_the_posterior_of_each_image_and_its_flip(images_dir, vae_dir, tmp_path):
     from diffusers.models import AutoencoderKL
 
-    meta = encode_shards(images_dir, tmp_path / "lat", vae=str(vae_dir), scale=0.18215, batch_size=7, flips=True)
+    meta = encode_shards(images_dir, tmp_path / "lat", vae=str(vae_dir), batch_size=7, flips=True)
     images, labels = next(iter_shards(images_dir))
     assert meta["shape"] == [4, 8, 8] and meta["num_images"] == len(images) == 20
     vae = AutoencoderKL.from_pretrained(vae_dir).eval()
@@ -51,7 +51,7 @@ def test_vae_latents_are_the_posterior_of_each_image_and_its_flip(images_dir, va
     assert np.array_equal(np.load(shard / "labels.npy"), labels)
 
     # Training draws z = (mean + std * eps) * scale, a fresh posterior sample each time.
-    data = LatentDataset(tmp_path / "lat")
+    data = LatentDataset(tmp_path / "lat", scale=0.18215)
     gen = torch.Generator().manual_seed(3)
     z, y = data.batch([0, 5], gen)
     gen = torch.Generator().manual_seed(3)
@@ -74,7 +74,7 @@ def test_identity_latents_are_the_images_in_minus_one_to_one(images_dir, tmp_pat
     meta = encode_shards(images_dir, tmp_path / "lat", vae="identity", flips=False)
     images, _ = next(iter_shards(images_dir))
     stored = np.load(tmp_path / "lat" / meta["shards"][0] / "mean.npy").astype(np.float32)
-    assert meta["scale"] == 1.0 and meta["shape"] == [3, 16, 16]
+    assert meta["data_scale"] == 1.0 and meta["shape"] == [3, 16, 16]
     assert np.allclose(stored, np.transpose(images, (0, 3, 1, 2)) / 127.5 - 1, atol=1e-3)
     # and back: uint8 as DiT writes samples (clamp(127.5 x + 128))
     assert np.array_equal(to_uint8(torch.from_numpy(stored[:3])), np.asarray(images[:3]))
@@ -105,7 +105,7 @@ def test_rerun_with_other_settings_does_not_reuse_shards(images_dir, vae_dir, tm
     an existing folder re-encodes every shard."""
     out = tmp_path / "lat"
     encode_shards(images_dir, out, vae="identity", flips=False)
-    meta = encode_shards(images_dir, out, vae=str(vae_dir), scale=0.18215, flips=False)
+    meta = encode_shards(images_dir, out, vae=str(vae_dir), flips=False)
     assert meta["shape"] == [4, 8, 8]
     assert np.load(out / meta["shards"][0] / "mean.npy").shape[1:] == (4, 8, 8)
     assert (out / meta["shards"][0] / "std.npy").exists()
@@ -123,3 +123,56 @@ def test_an_output_restored_as_a_link_is_replaced_never_written_through(images_d
     meta = encode_shards(images_dir, out, vae="identity", flips=True)
     assert not out.is_symlink() and (out / meta["shards"][0] / "mean_flip.npy").is_file()
     assert {p.relative_to(cached): p.read_bytes() for p in cached.rglob("*") if p.is_file()} == before
+
+
+def test_the_data_scale_is_one_over_the_std_of_posterior_samples(images_dir, vae_dir, tmp_path):
+    """latents.scale: null takes the latent-diffusion paper's 1 / std of the training latents. The
+    stage computes it in closed form from the stored posteriors; here it is measured instead, as LDM
+    does, from posterior samples z = mean + std * eps (many draws per image), and it is what the
+    training batches are multiplied by."""
+    from diffusers.models import AutoencoderKL
+
+    meta = encode_shards(images_dir, tmp_path / "lat", vae=str(vae_dir), flips=False)
+    vae = AutoencoderKL.from_pretrained(vae_dir).eval()
+    images, _ = next(iter_shards(images_dir))
+    x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        dist = vae.encode(x).latent_dist
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.cat([dist.mean + dist.std * torch.randn(dist.mean.shape, generator=gen) for _ in range(400)])
+    measured = 1 / draws.double().std().item()
+    assert meta["data_scale"] == pytest.approx(measured, rel=0.01)  # float16 storage + Monte Carlo error
+    assert LatentDataset(tmp_path / "lat").scale == meta["data_scale"]  # scale null: the data's
+    assert LatentDataset(tmp_path / "lat", scale=0.5).scale == 0.5      # a number in params wins
+
+
+def test_posterior_mean_training_sees_the_stored_mean(images_dir, vae_dir, tmp_path):
+    """latents.posterior: mean trains on the posterior mean (no sampling noise), times the scale."""
+    meta = encode_shards(images_dir, tmp_path / "lat", vae=str(vae_dir), flips=False)
+    data = LatentDataset(tmp_path / "lat", scale=2.0, posterior="mean")
+    z, _ = data.batch([3, 4], torch.Generator().manual_seed(1))
+    mean = np.load(tmp_path / "lat" / meta["shards"][0] / "mean.npy")[[3, 4]].astype(np.float32)
+    assert torch.equal(z, torch.from_numpy(mean) * 2.0)
+
+
+def test_a_one_channel_vae_encodes_the_grey_image_and_decodes_one_channel(images_dir, vae_dir, tmp_path):
+    """The pipeline's autoencoder on grey data has one channel in and out: the codec feeds it the grey
+    value (the data's three equal channels) and its samples are (N, H, W, 1) uint8."""
+    from diffzoo.autoencoder import build_autoencoder
+
+    torch.manual_seed(0)
+    vae = build_autoencoder({"block_out_channels": [8, 8], "layers_per_block": 1, "latent_channels": 4,
+                             "norm_groups": 4}, channels=1)
+    vae.save_pretrained(tmp_path / "grey-vae")
+    codec = make_codec(str(tmp_path / "grey-vae"), 0.5, grayscale=True)
+    images, _ = next(iter_shards(images_dir))
+    batch = torch.from_numpy(np.array(images[:4])).permute(0, 3, 1, 2)
+    mean, std = codec.encode(batch)
+    grey = batch[:, :1].float() / 127.5 - 1  # the digits are stored as three equal channels
+    with torch.no_grad():
+        assert torch.allclose(mean, vae.encode(grey).latent_dist.mean, atol=1e-6)
+        decoded = codec.decode(mean * 0.5)
+        assert torch.allclose(decoded, vae.decode(mean).sample, atol=1e-5)
+    assert to_uint8(decoded).shape == (4, 16, 16, 1)
+    with pytest.raises(DiffzooError, match="takes 3 channels, not one grey channel"):
+        make_codec(str(vae_dir), 0.5, grayscale=True)

@@ -35,7 +35,8 @@ def test_default_params_are_valid_and_complete():
 
 BAD_VALUES = [
     ("train.stpes", 5, r"unknown key train.stpes; allowed: steps, global_batch_size"),
-    ("data.source", "imagenet", r"data.source = 'imagenet' is not allowed; allowed: 'digits' \| 'imagenet-tar'"),
+    ("data.source", "imagenet",
+     r"data.source = 'imagenet' is not allowed; allowed: 'digits' \| 'fashion_mnist' \| 'imagenet-tar'"),
     ("train.lr", "1e-4", r"train.lr = '1e-4' is a string, not a number; write floats .* \(1.0e-4\)"),
     ("train.steps", 1.5, r"train.steps must be an integer, got 1.5"),
     ("train.steps", -5, r"train.steps = -5 must be >= 1"),
@@ -74,6 +75,13 @@ BAD_VALUES = [
     ("report.tables", ["dit_tabel4"],
      r"report.tables has unknown entry 'dit_tabel4'; allowed: default, digits_scaling"),
     ("bogus", {}, r"unknown section 'bogus'; allowed: data, latents"),
+    ("latents.posterior", "median", r"latents.posterior = 'median' is not allowed; allowed: 'sample' \| 'mean'"),
+    ("latents.scale", 0.0, r"latents.scale = 0.0 must be > 0"),
+    ("autoencoder.block_out_channels", [16, 30], r"autoencoder.block_out_channels = \[16, 30\]: every width must be "
+     r"a multiple of autoencoder.norm_groups = 8"),
+    ("experiments.dit-s2.latents", {"vea": "x"}, r"unknown key experiments.dit-s2.latents.vea; allowed: vae, scale"),
+    ("experiments.dit-s2.latents", {"vae": "me/vae@0123abc"},
+     r"experiments.dit-s2.latents.grayscale = true needs vae 'identity' \(pixel space\) or 'autoencoder'"),
     ("train.prediction", "score", r"train.prediction = 'score' is not allowed; allowed: 'eps' \| 'v' \| 'x0'"),
     ("train.noise_schedule", "sigmoid",
      r"train.noise_schedule = 'sigmoid' is not allowed; allowed: 'linear' \| 'cosine'"),
@@ -81,7 +89,8 @@ BAD_VALUES = [
      r"experiments.dit-s2-rf: train.prediction = 'eps'; rectified_flow predicts the velocity: allowed v or null"),
     ("experiments.dit-s2-rf.train", {"noise_schedule": "cosine"},
      r"experiments.dit-s2-rf: train.noise_schedule = 'cosine' is a setting of objective ddpm; .* allowed null"),
-    ("latents.vae", "stabilityai/sd-vae-ft-ema", r"latents.grayscale = true needs latents.vae = 'identity'"),
+    ("latents.vae", "stabilityai/sd-vae-ft-ema",
+     r"latents.grayscale = true needs vae 'identity' \(pixel space\) or 'autoencoder'"),
     ("latents.vae", "me/vae", r"latents.vae: 'me/vae' has no revision: write me/vae@<commit> \(or me/vae@main"),
     ("data.path", "hf://me/images", r"data.path: 'me/images' has no revision: write me/images@<commit>"),
     ("evaluate.reference", "ref.npz", r"evaluate.reference .* needs evaluate.feature_extractor = 'inception'"),
@@ -109,6 +118,26 @@ def test_experiment_must_write_every_tracked_key():
         validate(raw)
 
 
+def test_an_experiments_own_latents_codec_gets_its_own_folder_and_dvc_refuses_it(tmp_path, capsys):
+    """An experiment's `latents:` that changes what is encoded (vae, grayscale, flips, dtype) trains on
+    latents of its own; one that changes only the scale or the posterior use shares the section's.
+    dvc.yaml encodes one codec, so `diffzoo check --dvc` refuses the first kind with one line."""
+    raw = copy.deepcopy(DEFAULT)
+    raw["experiments"]["dit-s2"]["latents"] = {"grayscale": False}
+    raw["experiments"]["dit-s4"]["latents"] = {"posterior": "mean", "scale": 0.5}
+    params = validate(raw)
+    assert params.codecs == {"": params.latents.codec(), "-pixel": {**params.latents.codec(), "grayscale": False}}
+    assert paths(params, "dit-s2")["latents"] == paths(params)["latents"].with_name("latents-8-pixel")
+    assert paths(params, "dit-s4")["latents"] == paths(params)["latents"]
+    assert params.latent_shape("dit-s2") == (3, 8) and params.latent_shape("dit-s4") == (1, 8)
+    assert pipeline.stage_slice(params, "train", "dit-s4")["latents"] == {"scale": 0.5, "posterior": "mean"}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["check", "--params", str(tmp_path / "p.yaml")]) == 0  # Snakemake runs it
+    assert main(["check", "--params", str(tmp_path / "p.yaml"), "--dvc"]) == 2
+    assert re.search(r"experiments dit-s2 set their own latents codec .* run this params file with Snakemake",
+                     capsys.readouterr().err)
+
+
 def test_experiment_overrides_merge_over_defaults():
     raw = with_change("experiments.dit-s2.train", {"steps": 7})
     params = validate(raw)
@@ -125,7 +154,7 @@ def test_sections_left_out_take_the_papers_base_recipe():
     t, smp = params.run("xl2").train, params.run("xl2").sample
     assert (t.lr, t.weight_decay, t.global_batch_size, t.ema_decay) == (1.0e-4, 0.0, 256, 0.9999)
     assert (smp.num_samples, smp.sampling_steps, smp.sampler, smp.cfg_scale) == (50_000, "250", "ddpm", 1.5)
-    assert params.latent_shape == (4, 32) and params.evaluate.feature_extractor == "inception"
+    assert params.latent_shape() == (4, 32) and params.evaluate.feature_extractor == "inception"
 
 
 def test_yaml_errors_and_duplicate_keys_give_file_line_and_column(tmp_path):
@@ -208,7 +237,8 @@ def test_dvc_yaml_tracks_what_the_stages_read():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     params = validate(copy.deepcopy(DEFAULT))
     stages = pipeline.pipeline_stages()
-    assert {"dataset", "images", "latents", "reference", "train", "sample", "evaluate", "report"} == set(stages)
+    assert {"dataset", "images", "autoencoder", "latents", "reference", "train", "sample", "evaluate",
+            "report"} == set(stages)
     for stage in stages:
         spec = dvc[stage]["do"] if "do" in dvc[stage] else dvc[stage]
         ours = {f[f.index("src/diffzoo/"):] for f in pipeline.code_files(stage)}
@@ -224,6 +254,8 @@ def test_dvc_yaml_tracks_what_the_stages_read():
             "images": {"data"},  # the slice is the data section
             "train": {"train"} | {f"experiments.${{key}}.{k}" for k in keys - {"train"}} | {"experiments.${key}.train"},
             "sample": {"sample", "latents.dtype", "experiments.${key}.sample"},  # sample + vae_dtype
+            # channels and used follow from the latents settings that name the autoencoder
+            "autoencoder": {"data", "autoencoder", "latents.vae", "latents.grayscale", "sample.grid"},
         }.get(stage, keys)
         assert tracked == expected, stage
     # A sampling's stages are the sample/evaluate stages reading its experiment's model.
@@ -277,9 +309,10 @@ def test_bad_samplings_name_the_key(samplings, message):
         validate(raw)
 
 
-# The presets on the embedded digits (digits_scaling, mamba_family) use the default's small-scale recipe.
+# The presets on the digits (digits_scaling, mamba_family) and Fashion-MNIST (fashion) use the default's
+# small-scale recipe.
 PAPER_PRESETS = [p for p in sorted((ROOT / "configs").glob("*.yaml"))
-                 if (yaml.safe_load(p.read_text()).get("data") or {}).get("source") != "digits"]
+                 if (yaml.safe_load(p.read_text()).get("data") or {}).get("source") not in ("digits", "fashion_mnist")]
 
 
 @pytest.mark.parametrize("preset", PAPER_PRESETS, ids=lambda p: p.stem)

@@ -17,7 +17,7 @@ def stage_flops(params, stage: str, run_id: str) -> float:
     from .plan_cache import memo
 
     run = params.run(run_id)
-    channels, side = params.latent_shape
+    channels, side = params.latent_shape(run_id)
     args = {"input_size": side, "in_channels": channels, **run.model_args}
     macs = memo("model-cost", f"{run.model} {json.dumps(args, sort_keys=True)}",
                 lambda: _model_cost(run.model, args))["gflops"] * 1e9

@@ -2,9 +2,15 @@
 
 `vae: identity` trains in pixel space: a latent is the image scaled to [-1, 1]. Otherwise a diffusers
 `AutoencoderKL.from_pretrained(repo, revision=commit)` (default stabilityai/sd-vae-ft-ema at its commit
-in hub.PINNED) encodes each image and its horizontal flip; we store the posterior mean and std, not
-one frozen sample (as fast-DiT does), so training draws a fresh posterior sample
-z = (mean + std * eps) * scale at every step, which is what DiT's own training loop computes from pixels.
+in hub.PINNED; or a local folder such as the one the autoencoder stage trains) encodes each image and its
+horizontal flip; we store the posterior mean and std, not one frozen sample (as fast-DiT does), so
+training draws a fresh posterior sample z = (mean + std * eps) * scale at every step, which is what
+DiT's own training loop computes from pixels. A one-channel VAE (in_channels 1) sees the grey image.
+
+The scale: a number from the params (SD-VAE: 0.18215), or, with `latents.scale: null`, the
+latent-diffusion paper's 1 / std of the training latents. That std is computed in closed form from the
+stored posteriors, Var z = E[mean^2 + std^2] - E[mean]^2 over every element of every (unflipped)
+image, and written to index.json as `data_scale`.
 
 On disk: `DIR/shard-00000/{mean,std,mean_flip,std_flip,labels}.npy` (float16 mean/std; std absent for
 identity) and `DIR/index.json`. Each shard is written to a temporary folder and renamed, so an
@@ -46,7 +52,7 @@ class Identity:
 class VAE:
     """A diffusers AutoencoderKL: encode to the posterior (mean, std), decode z / scale."""
 
-    def __init__(self, name: str, scale: float, device: torch.device, dtype: torch.dtype = torch.float32):
+    def __init__(self, name: str, scale: float | None, device: torch.device, dtype: torch.dtype = torch.float32):
         from .hub import is_ref, revision_of
 
         # A repo id is loaded at its commit (model.json files older than the pins name none).
@@ -63,27 +69,37 @@ class VAE:
                 f"`huggingface-cli download {folder}{f' --revision {revision}' if revision else ''}` (it lands in "
                 f"the Hugging Face cache, "
                 f"$HF_HOME), or give latents.vae as a local folder saved with save_pretrained") from None
-        self.scale = scale
+        self.scale = scale  # None: encoding only (decoding needs the scale the latents were trained at)
         self.device, self.dtype = device, dtype
+        self.channels = int(self.vae.config.in_channels)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor):
-        x = (images.float() / 127.5 - 1.0).to(self.device, self.dtype)
+        """uint8 NCHW images (3 channels) -> the posterior's mean and std."""
+        x = images.float()
+        if self.channels == 1:
+            x = x.mean(1, keepdim=True)  # grey data is stored as three equal channels
+        x = (x / 127.5 - 1.0).to(self.device, self.dtype)
         dist = self.vae.encode(x).latent_dist
         return dist.mean.float(), dist.std.float()
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> images in [-1, 1] (the VAE's channels)."""
+        if self.scale is None:
+            raise DiffzooError("decoding needs the latent scale (model.json's latents.scale)")
         return self.vae.decode((z / self.scale).to(self.device, self.dtype)).sample.float()
 
 
-def make_codec(vae: str, scale: float, device: torch.device | str = "cpu", dtype: str = "float32",
+def make_codec(vae: str, scale: float | None, device: torch.device | str = "cpu", dtype: str = "float32",
                grayscale: bool = False):
+    """Identity (pixel space) or a VAE; `grayscale` is pixel space's (a VAE's channels are its own)."""
     if vae == "identity":
         return Identity(grayscale)
-    if grayscale:
-        raise DiffzooError(f"grayscale needs pixel space (vae identity); the VAE {vae!r} encodes three channels")
-    return VAE(vae, scale, torch.device(device), getattr(torch, dtype))
+    codec = VAE(vae, scale, torch.device(device), getattr(torch, dtype))
+    if grayscale and codec.channels != 1:
+        raise DiffzooError(f"grayscale: the VAE {vae!r} takes {codec.channels} channels, not one grey channel")
+    return codec
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -91,16 +107,23 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return torch.clamp(127.5 * x + 128.0, 0, 255).permute(0, 2, 3, 1).to("cpu", dtype=torch.uint8).numpy()
 
 
-def encode_shards(images_dir: Path, out_dir: Path, vae: str = "identity", scale: float = 0.18215,
-                  batch_size: int = 64, flips: bool = True, device: str = "cpu", dtype: str = "float32",
-                  grayscale: bool = False) -> dict:
-    """Encode every images shard; shards already present in out_dir are kept (resume)."""
+def to_adm_uint8(x: torch.Tensor) -> np.ndarray:
+    """to_uint8 with grey (one channel) repeated to the three channels ADM's npz format holds."""
+    images = to_uint8(x)
+    return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
+
+
+def encode_shards(images_dir: Path, out_dir: Path, vae: str = "identity", batch_size: int = 64,
+                  flips: bool = True, device: str = "cpu", dtype: str = "float32", grayscale: bool = False,
+                  vae_digest: str | None = None) -> dict:
+    """Encode every images shard; shards already present in out_dir are kept (resume). `vae_digest`
+    identifies a local VAE folder's weights (its path alone does not)."""
     from .data.shards import iter_shards, load_index
 
     index = load_index(images_dir)
-    codec = make_codec(vae, scale, device, dtype, grayscale)
+    codec = make_codec(vae, None, device, dtype, grayscale)
     # Finished shards are kept (resume) only when they were made from the same images and settings.
-    key = content_hash({"images": index, "vae": vae, "scale": scale, "flips": flips, "dtype": dtype,
+    key = content_hash({"images": index, "vae": vae, "vae_digest": vae_digest, "flips": flips, "dtype": dtype,
                         "grayscale": grayscale})
     # A link (an output Snakemake's cache restored) is complete and read-only: never write through it.
     if out_dir.is_symlink() or ((out_dir / "settings.key").is_file() and (out_dir / "settings.key").read_text() != key):
@@ -134,12 +157,28 @@ def encode_shards(images_dir: Path, out_dir: Path, vae: str = "identity", scale:
     if not shards:
         raise DiffzooError(f"{images_dir} holds no image shards")
     shape = list(np.load(out_dir / shards[0] / "mean.npy", mmap_mode="r").shape[1:])
-    meta = {"vae": vae, "scale": scale if vae != "identity" else 1.0, "flips": flips, "grayscale": grayscale,
+    data_scale = 1.0 if vae == "identity" else round(1.0 / latent_std([out_dir / s for s in shards]), 6)
+    meta = {"vae": vae, "vae_digest": vae_digest, "data_scale": data_scale, "flips": flips, "grayscale": grayscale,
             "shape": shape,
             "num_images": index["num_images"], "classes": index["classes"], "shards": shards,
             "resolution": index["resolution"]}
     write_json(out_dir / "index.json", meta)
     return meta
+
+
+def latent_std(shards: list[Path]) -> float:
+    """The std of z = mean + std * eps over every element of the stored (unflipped) posteriors, in closed
+    form: Var z = E[mean^2 + std^2] - E[mean]^2 (float64 sums over the float16 arrays)."""
+    n, s1, s2 = 0, 0.0, 0.0
+    for shard in shards:
+        mean = np.load(shard / "mean.npy", mmap_mode="r").astype(np.float64)
+        std = np.load(shard / "std.npy", mmap_mode="r").astype(np.float64)
+        n, s1, s2 = n + mean.size, s1 + mean.sum(), s2 + (mean ** 2 + std ** 2).sum()
+    var = s2 / n - (s1 / n) ** 2
+    if not var > 0:
+        raise DiffzooError(f"the latents in {shards[0].parent} have no spread (variance {var}): the VAE encodes "
+                           "every image alike")
+    return float(np.sqrt(var))
 
 
 def _whole_shard(shard: Path, count: int, flips: bool) -> bool:
@@ -161,15 +200,20 @@ def _whole_shard(shard: Path, count: int, flips: bool) -> bool:
 
 class LatentDataset(torch.utils.data.Dataset):
     """Latents for training: item i -> (z, label), z a fresh posterior sample of image i or of its
-    flip (p = 0.5), times the scale. Shards are memory-mapped."""
+    flip (p = 0.5) -- or with posterior "mean" the posterior mean --, times the scale (None: the
+    data's, 1 / std of the training latents). Shards are memory-mapped."""
 
-    def __init__(self, latents_dir: Path):
+    def __init__(self, latents_dir: Path, scale: float | None = None, posterior: str = "sample"):
         latents_dir = Path(latents_dir)
         index_path = latents_dir / "index.json"
         if not index_path.is_file():
             raise DiffzooError(f"{latents_dir} has no index.json: run the latents stage first")
         self.meta = json.loads(index_path.read_text())
-        self.scale = self.meta["scale"]
+        if "data_scale" not in self.meta:
+            raise DiffzooError(f"{latents_dir} was written by an older diffzoo (no data_scale): rerun the latents "
+                               "stage")
+        self.scale = 1.0 if self.meta["vae"] == "identity" else (scale or self.meta["data_scale"])
+        self.posterior = posterior
         self.arrays = []
         for name in self.meta["shards"]:
             d = latents_dir / name
@@ -204,6 +248,8 @@ class LatentDataset(torch.utils.data.Dataset):
         from .diffusion.gaussian_diffusion import rand, randn
 
         flips = rand((len(indices),), generator) < 0.5
-        eps = randn((len(indices), *self.meta["shape"]), generator)
+        eps = randn((len(indices), *self.meta["shape"]), generator)  # drawn either way: same stream
+        if self.posterior == "mean":
+            eps = [None] * len(indices)
         items = [self.get(int(i), bool(f), e) for i, f, e in zip(indices, flips, eps, strict=True)]
         return torch.stack([z for z, _ in items]), torch.tensor([y for _, y in items], dtype=torch.long)

@@ -73,21 +73,56 @@ class DataConfig(Section):
         return path
 
 
+AUTOENCODER = "autoencoder"  # latents.vae: the pipeline's own AutoencoderKL (section `autoencoder`)
+CODEC_KEYS = ("vae", "dtype", "flips", "grayscale")  # the latents settings that change what is encoded
+
+
 class LatentsConfig(Section):
     # a diffusers AutoencoderKL: a Hugging Face repo@commit (a repo pinned in hub.PINNED may omit it), a
-    # local folder, or identity (pixel space)
+    # local folder, `autoencoder` (the one the pipeline trains on the data: section `autoencoder`), or
+    # identity (pixel space)
     vae: str = f"stabilityai/sd-vae-ft-ema@{hub.PINNED['stabilityai/sd-vae-ft-ema']}"
-    scale: Annotated[float, Field(gt=0)] = 0.18215  # SD-VAE latent scale (unused in pixel space)
+    # z = posterior sample * scale. SD-VAE: 0.18215. null = 1 / std of the training latents, computed by
+    # the latents stage from the stored posteriors (the latent-diffusion paper's rule); pixel space: 1
+    scale: Annotated[float, Field(gt=0)] | None = 0.18215
+    posterior: Literal["sample", "mean"] = "sample"  # training sees a fresh posterior sample each step
+                                             # (DiT's loop), or the posterior mean (fast-DiT-style frozen codes)
     batch_size: PositiveInt = 64
     dtype: Literal["float32", "bfloat16"] = "float32"  # VAE encode/decode
     flips: bool = True                       # also store the horizontal flip (DiT's augmentation)
-    grayscale: bool = False                  # pixel space in one grey channel (identity only)
+    grayscale: bool = False                  # one grey channel: pixel space, or the pipeline's autoencoder
 
     @field_validator("vae")
     @classmethod
     def _pinned(cls, vae: str) -> str:
         """A repo id gets its revision written out (hub.pin), so the commit is part of every artifact."""
         return hub.pin(vae) if vae != "identity" and hub.is_ref(vae) and not Path(vae).is_dir() else vae
+
+    def codec(self) -> dict:
+        """The settings that change what the latents stage writes (scale and posterior do not)."""
+        return {k: getattr(self, k) for k in CODEC_KEYS}
+
+
+class AutoencoderConfig(Section):
+    """The pipeline's own latent-diffusion autoencoder (`latents.vae: autoencoder`): a diffusers
+    AutoencoderKL trained on the training images with the latent-diffusion recipe's loss minus its
+    perceptual and GAN terms (no LPIPS or discriminator weights can be had offline): L1 reconstruction
+    summed over pixels plus kl_weight times the posterior's KL, as LDM weighs them."""
+
+    block_out_channels: list[PositiveInt] = Field(default_factory=lambda: [16, 32, 32])  # one downsampling
+                                             # between blocks: 3 blocks map 32x32 to 8x8
+    layers_per_block: PositiveInt = 1
+    latent_channels: PositiveInt = 4
+    norm_groups: PositiveInt = 8             # GroupNorm groups (divides every block's channels)
+    steps: PositiveInt = 3000
+    batch_size: PositiveInt = 64
+    lr: Annotated[float, Field(gt=0)] = 1.0e-3
+    kl_weight: Annotated[float, Field(ge=0)] = 1.0e-6  # LDM's KL-f8 setting
+    seed: Count = 0
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)
 
 
 class ClassifierConfig(Section):
@@ -168,7 +203,8 @@ class ResourcesConfig(Section):
 
 
 SECTIONS: dict[str, type[Section]] = {
-    "data": DataConfig, "latents": LatentsConfig, "classifier": ClassifierConfig, "train": TrainConfig,
+    "data": DataConfig, "latents": LatentsConfig, "autoencoder": AutoencoderConfig, "classifier": ClassifierConfig,
+    "train": TrainConfig,
     "sample": SampleConfig, "evaluate": EvaluateConfig, "report": ReportConfig, "resources": ResourcesConfig,
 }
 
@@ -194,6 +230,9 @@ class ExperimentConfig(Section):
     objective: _choice(OBJECTIVES)
     train: Annotated[dict[str, Any], _overrides_of("train")]    # overrides of the train section
     sample: Annotated[dict[str, Any], _overrides_of("sample")]  # overrides of the sample section
+    # overrides of the latents section: another scale or posterior use trains on the same latents; another
+    # codec (vae, grayscale, flips, dtype) gets latents of its own (Snakemake; DVC encodes one codec)
+    latents: Annotated[dict[str, Any], _overrides_of("latents")] = Field(default_factory=dict)
 
     @field_validator("model")
     @classmethod
@@ -223,6 +262,7 @@ class Run(BaseModel):
     objective: str
     train: TrainConfig
     sample: SampleConfig
+    latents: LatentsConfig
     trained_by: str                          # the experiment whose model it samples (itself, or a sampling's)
 
     @property
@@ -237,6 +277,7 @@ class Run(BaseModel):
 class Params(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     latents: LatentsConfig = Field(default_factory=LatentsConfig)
+    autoencoder: AutoencoderConfig = Field(default_factory=AutoencoderConfig)
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
@@ -265,6 +306,7 @@ class Params(Section):
         return Run(id=run_id, model=e.model, model_args=e.model_args, objective=e.objective,
                    train=TrainConfig.model_validate({**self.train.model_dump(), **e.train}),
                    sample=SampleConfig.model_validate({**self.sample.model_dump(), **e.sample}),
+                   latents=LatentsConfig.model_validate({**self.latents.model_dump(), **e.latents}),
                    trained_by=run_id)
 
     @property
@@ -278,16 +320,52 @@ class Params(Section):
         weights), or a reference computed from the images. Without them, grids show samples only."""
         return self.reference_from_images or any(not self.run(e).train.checkpoint for e in self.experiments)
 
-    @property
-    def latent_shape(self) -> tuple[int, int]:
-        """(channels, side) of what the backbones see: VAE latents (4, R/8) or pixels."""
-        if self.latents.vae == "identity":
-            return (1 if self.latents.grayscale else 3), self.data.resolution
+    def latent_shape(self, run_id: str | None = None) -> tuple[int, int]:
+        """(channels, side) of what a run's backbone sees (default: the latents section's): pixels, the
+        pipeline autoencoder's latents, or a VAE's (4, R/8)."""
+        lat = self.run(run_id).latents if run_id else self.latents
+        if lat.vae == "identity":
+            return (1 if lat.grayscale else 3), self.data.resolution
+        if lat.vae == AUTOENCODER:
+            return self.autoencoder.latent_channels, self.data.resolution // self.autoencoder.downsample
         return 4, self.data.resolution // 8
+
+    @property
+    def codecs(self) -> dict[str, dict]:
+        """Latents folder suffix -> codec settings, for every codec a trained experiment uses ("" is the
+        latents section's own)."""
+        out = {"": self.latents.codec()}
+        for e in self.experiments:
+            codec = self.run(e).latents.codec()
+            if codec != out[""]:
+                out[codec_tag(codec)] = codec
+        return out
+
+    @property
+    def uses_autoencoder(self) -> bool:
+        return any(c["vae"] == AUTOENCODER for c in self.codecs.values())
+
+    @property
+    def autoencoder_channels(self) -> int:
+        """The pipeline autoencoder's channels: 1 when the codecs that use it are grey, else 3."""
+        grey = {c["grayscale"] for c in self.codecs.values() if c["vae"] == AUTOENCODER}
+        return 1 if grey == {True} else 3
 
     def dump(self) -> dict:
         """The full params as plain data (what `diffzoo preset` writes and DVC reads)."""
         return self.model_dump(mode="json")
+
+
+def codec_tag(codec: dict) -> str:
+    """The latents folder suffix of a codec other than the latents section's: pixel[-grey], or a digest."""
+    if codec["vae"] == "identity":
+        return "-pixel" + ("-grey" if codec["grayscale"] else "") + ("-flips" if codec["flips"] else "")
+    return "-" + json_digest(codec)[:8]
+
+
+def json_digest(value) -> str:
+    import hashlib
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
 def validate(raw) -> Params:
@@ -415,7 +493,10 @@ def _check_run(params: Params, run_id: str) -> None:
     _check_sampling_steps(f"{where}.sample.sampling_steps", run.objective, run.sample.sampling_steps)
     if kind == "experiments":
         _check_weights_files(where, run)
-        channels, side = params.latent_shape
+        if run.train.checkpoint and run.latents.scale is None and run.latents.vae != "identity":
+            _raise(f"{where}: ", "latents.scale = null (computed from the data) cannot apply to released weights: "
+                   "give the scale they were trained with (SD-VAE: 0.18215)")
+        channels, side = params.latent_shape(run_id)
         error = _model_error(run.model, json.dumps({"input_size": side, "in_channels": channels,
                                                     **run.model_args}, sort_keys=True))
         if error:
@@ -464,18 +545,43 @@ def _check_sampling_steps(where: str, objective: str, value: str) -> None:
 
 def _check_across_sections(params: Params) -> None:
     data, latents, ev = params.data, params.latents, params.evaluate
-    if data.source != "digits" and not data.path and params.uses_data:
+    if data.source not in EMBEDDED_OR_DEFAULT_PATH and not data.path and params.uses_data:
         _raise("data.path", f" is null; data.source {data.source!r} reads an archive, folder or parquet files there")
     if data.source == "digits" and data.path:
         _raise("data.path", f" = {data.path!r}: the digits source is embedded and reads no path (use null)")
-    if latents.grayscale and latents.vae != "identity":
-        _raise("latents.grayscale", f" = true needs latents.vae = 'identity' (pixel space); the VAE "
-               f"{latents.vae!r} encodes three channels")
-    if latents.vae != "identity" and data.resolution % 8:
-        _raise("data.resolution", f" = {data.resolution}: the VAE downsamples by 8; use a multiple of 8")
+    ae = params.autoencoder
+    for group in ae.block_out_channels:
+        if group % ae.norm_groups:
+            _raise("autoencoder.block_out_channels", f" = {ae.block_out_channels}: every width must be a multiple "
+                   f"of autoencoder.norm_groups = {ae.norm_groups}")
+    runs = {"latents": latents, **{f"experiments.{e}.latents": _run_latents(params, e) for e in params.experiments}}
+    grey = {where: lat.grayscale for where, lat in runs.items() if lat.vae == AUTOENCODER}
+    if len(set(grey.values())) > 1:
+        _raise(f"{next(w for w, g in grey.items() if g != latents.grayscale)}.grayscale", ": the pipeline trains one "
+               "autoencoder; every latents setting that uses it must agree on grayscale")
+    for where, lat in runs.items():
+        if lat.grayscale and lat.vae not in ("identity", AUTOENCODER):
+            _raise(f"{where}.grayscale", f" = true needs vae 'identity' (pixel space) or 'autoencoder' (the "
+                   f"pipeline's own, trained on one grey channel); the VAE {lat.vae!r} encodes three channels")
+        factor = ae.downsample if lat.vae == AUTOENCODER else 8
+        if lat.vae != "identity" and data.resolution % factor:
+            _raise("data.resolution", f" = {data.resolution}: the VAE {lat.vae!r} downsamples by {factor}; use a "
+                   f"multiple of {factor}")
     if ev.reference and ev.feature_extractor != "inception":
         _raise("evaluate.reference", " (an ADM batch of Inception statistics) needs evaluate.feature_extractor = "
                "'inception'; the classifier's reference is computed from the data's images")
+
+
+def _run_latents(params: Params, exp_id: str) -> LatentsConfig:
+    """An experiment's latents settings (its overrides over the section), checked."""
+    try:
+        return params.run(exp_id).latents
+    except ValidationError as err:
+        section = err.title.removesuffix("Config").lower()
+        _raise(f"experiments.{exp_id}.{section}.", _one_line(err, {}))
+
+
+EMBEDDED_OR_DEFAULT_PATH = ("digits", "fashion_mnist")  # sources that need no data.path
 
 
 def check_inputs(params: Params) -> None:
@@ -486,12 +592,13 @@ def check_inputs(params: Params) -> None:
     import glob
     import os
 
-    data, vae, ev = params.data, params.latents.vae, params.evaluate
+    data, ev = params.data, params.evaluate
     remote = (data.path or "").startswith("hf://")  # downloaded by the dataset stage
     if params.uses_data and data.path and not remote and not glob.glob(os.path.expanduser(data.path)):
         _raise("data.path", f" = {data.path!r}: no such file or folder (data.source {data.source!r} reads it)")
-    if vae != "identity":
-        _check_vae(vae)
+    for codec in params.codecs.values():
+        if codec["vae"] not in ("identity", AUTOENCODER):
+            _check_vae(codec["vae"])
     for key, value in (("evaluate.inception_weights", ev.inception_weights), ("evaluate.reference", ev.reference)):
         if value and not Path(value).is_file():
             _raise(key, f" = {value!r}: no such file")
@@ -643,15 +750,23 @@ def paths(params: Params, run_id: str | None = None) -> dict[str, Path]:
     out = {
         "raw": d / "raw",
         "images": d / f"images-{res}",
-        "latents": d / f"latents-{res}",
+        "latents": d / f"latents-{res}",  # the latents section's codec; a run's own: latents-<R><codec_tag>
+        "autoencoder": d / f"autoencoder-{res}",
         # The feature extractor (our classifier, or Inception) and the real images' statistics.
         "reference": d / f"reference-{res}-{params.evaluate.feature_extractor}",
         "results": Path("results"),
+        # the autoencoder's held-out reconstructions: metrics (the latent models' floor) and a picture
+        "autoencoder_metrics": Path("results") / "autoencoder" / "metrics.json",
+        "autoencoder_grid": Path("results") / "autoencoder" / "reconstructions.png",
     }
     if run_id is not None:
         e = Path("data") / "experiments" / run_id
         trained = params.samplings[run_id].experiment if run_id in params.samplings else run_id
         t = Path("data") / "experiments" / trained
+        if run_id in params.run_ids:  # (not for the "{exp}" pattern of the rules)
+            codec = params.run(trained).latents.codec()
+            if codec != params.latents.codec():
+                out["latents"] = d / f"latents-{res}{codec_tag(codec)}"
         out.update({
             "exp": e,
             "checkpoints": t / "checkpoints",

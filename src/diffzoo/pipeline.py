@@ -39,7 +39,14 @@ def train_inputs(params, run_id: str) -> list[str]:
     t = params.run(run_id).train
     if t.checkpoint:
         return [t.checkpoint] if Path(t.checkpoint).is_file() else []
-    return [str(paths(params)["latents"])] + ([t.init] if t.init and Path(t.init).is_file() else [])
+    return [str(paths(params, run_id)["latents"])] + ([t.init] if t.init and Path(t.init).is_file() else [])
+
+
+def latents_inputs(params, codec: str) -> list[str]:
+    """What a latents job reads beyond the images: the pipeline's autoencoder when its codec uses it."""
+    from .params import AUTOENCODER, paths
+
+    return [str(paths(params)["autoencoder"])] if params.codecs[codec]["vae"] == AUTOENCODER else []
 
 
 def images_input(params, stage: str) -> list[str]:

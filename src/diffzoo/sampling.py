@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .diffusion.gaussian_diffusion import randint, randn
-from .latents import to_uint8
+from .latents import to_adm_uint8
 from .params import SampleConfig
 from .runtime import Process
 from .utils import Progress, atomic_path, clean_stale_temps, describe, kill_point, reading, set_aside
@@ -51,9 +51,7 @@ def sample_parts(model_fn, objective, codec, shape: list[int], num_classes: int,
         noise = randn((len(gens), *shape), gens)
         with torch.no_grad():
             z = objective.sample(model_fn, noise.to(proc.device), {"y": labels.to(proc.device)}, generator=gens)
-            images = to_uint8(codec.decode(z))
-        if images.shape[-1] == 1:  # grey: the ADM format has three channels
-            images = np.repeat(images, 3, axis=-1)
+            images = to_adm_uint8(codec.decode(z))
         with atomic_path(part_path(parts_dir, k)) as tmp, open(tmp, "wb") as f:
             np.savez(f, arr_0=images, labels=labels.numpy())
         kill_point("sample-part")

@@ -37,25 +37,52 @@ rule images:
         "OMP_NUM_THREADS={threads} diffzoo images --params {params.file:q} > {log} 2>&1"
 
 
-rule latents:
+rule autoencoder:  # latents.vae: autoencoder -- the latent-diffusion autoencoder trained on the images
     threads: PARAMS.resources.threads
     resources:
-        **pipeline.resources(PARAMS, "latents"),
+        **pipeline.resources(PARAMS, "autoencoder"),
     input:
         PATHS["images"],
-        pipeline.code_files("latents"),
+        PATHS["reference"],  # the reconstructions are evaluated against it
+        pipeline.code_files("autoencoder"),
     output:
-        directory(PATHS["latents"]),
+        model=directory(PATHS["autoencoder"]),
+        metrics=PATHS["autoencoder_metrics"],
+        grid=report(PATHS["autoencoder_grid"], caption="../report/autoencoder.rst", category="Autoencoder"),
     params:
-        slice=pipeline.stage_slice(PARAMS, "latents"),
+        slice=pipeline.stage_slice(PARAMS, "autoencoder"),
         file=PARAMS_FILE,
     log:
-        "logs/latents.log",
+        "logs/autoencoder.log",
     cache: True
     conda:
         "../envs/diffzoo.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo latents --params {params.file:q} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} diffzoo autoencoder --params {params.file:q} > {log} 2>&1"
+
+
+rule latents:  # one job per codec: the latents section's ("" suffix) and any an experiment sets
+    threads: PARAMS.resources.threads
+    wildcard_constraints:
+        codec=one_of(PARAMS.codecs) + "|",
+    resources:
+        **pipeline.resources(PARAMS, "latents"),
+    input:
+        PATHS["images"],
+        lambda w: pipeline.latents_inputs(PARAMS, w.codec),  # the autoencoder, when the codec uses it
+        pipeline.code_files("latents"),
+    output:
+        directory(str(PATHS["latents"]) + "{codec}"),
+    params:
+        slice=lambda w: pipeline.stage_module("latents").params_slice(PARAMS, codec=w.codec),
+        file=PARAMS_FILE,
+    log:
+        "logs/latents{codec}.log",
+    cache: True
+    conda:
+        "../envs/diffzoo.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} diffzoo latents --params {params.file:q} --codec={wildcards.codec:q} > {log} 2>&1"
 
 
 rule reference:

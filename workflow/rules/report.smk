@@ -10,6 +10,7 @@ rule report:
         samples=expand(rules.sample.output.samples, exp=RUNS),  # the overview of samples
         images=pipeline.images_input(PARAMS, "report"),
         reference=PATHS["reference"],  # the real-data row (held-out images)
+        autoencoder=[PATHS["autoencoder_metrics"]] if PARAMS.uses_autoencoder else [],  # its reconstructions' row
         code=pipeline.code_files("report"),
     output:
         [in_report(path) for path in REPORT_OUTPUTS],

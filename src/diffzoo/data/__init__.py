@@ -3,4 +3,5 @@
 Later stages read the shards only through `diffzoo.data.shards`.
 """
 
-SOURCES = ("digits", "imagenet-tar", "imagenet-folder", "imagenet-parquet")  # `data.source`; dataset.py reads each
+# `data.source`; dataset.py reads each
+SOURCES = ("digits", "fashion_mnist", "imagenet-tar", "imagenet-folder", "imagenet-parquet")

@@ -5,19 +5,30 @@ sorted order (as torchvision's ImageFolder, which DiT trains with). Every image 
 the ones that do not decode (truncated, not an image) are listed in the manifest with the reason and
 left out. OUT appears only when complete: the tree is built in a temp folder beside it and renamed.
 
-Sources: digits (scikit-learn's 8x8 handwritten digits, shipped with the package), imagenet-tar (the
-ILSVRC2012 train tar of per-class tars, streamed), imagenet-folder (train/<synset>/*.JPEG),
-imagenet-parquet (Hugging Face ILSVRC/imagenet-1k shards; needs pyarrow).
+Sources: digits (scikit-learn's 8x8 handwritten digits, shipped with the package), fashion_mnist
+(below), imagenet-tar (the ILSVRC2012 train tar of per-class tars, streamed), imagenet-folder
+(train/<synset>/*.JPEG), imagenet-parquet (Hugging Face ILSVRC/imagenet-1k shards; needs pyarrow).
+
+fashion_mnist: Zalando's Fashion-MNIST (28x28 grey, 10 classes) from its four gzipped IDX files, read
+from --input FOLDER, else Debian's /usr/share/datasets/fashion-mnist (`apt-get install
+dataset-fashion-mnist`), else downloaded into ~/.cache/diffzoo/fashion-mnist. Every file's md5 is checked
+before use (the published .gz md5, or the md5 of the IDX bytes inside: Debian re-gzipped the files).
+The 60000 train images go to OUT/train/, the 10000 t10k images to OUT/val/ (a held-out split the
+images and reference stages carry on), as RGB PNGs with three equal channels named by file index
+(train_00000.png, t10k_00000.png). Class folders 0_t-shirt-top ... 9_ankle-boot sort in label order,
+so the class index is the label; the manifest lists the human names as `class_names`.
 """
 from __future__ import annotations
 
 import glob
+import gzip
 import hashlib
 import io
 import os
 import re
 import sys
 import tarfile
+import time
 import zlib
 from collections import defaultdict
 from pathlib import Path
@@ -26,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DiffzooError
-from ..utils import atomic_dir, write_json
+from ..utils import atomic_dir, describe, write_json
 from . import SOURCES
 from ._util import batched, check_image_bytes, worker_map
 
@@ -141,6 +152,8 @@ def build_dataset(source: str, inputs=(), out=None, *, sha256=None, md5=None, cl
             if inputs:
                 raise DiffzooError("the digits source is embedded; it takes no --input")
             manifest = _digits(train, max_per_class)
+        elif source == "fashion_mnist":
+            manifest = _fashion_mnist(tmp, inputs, max_per_class, workers)
         else:
             with worker_map(workers) as mapper:
                 collector = _Collector(train, mapper, max_per_class)
@@ -234,6 +247,207 @@ def _file_digest(path: Path, md5: bool = False) -> dict:
     if m:
         rec["md5"] = m.hexdigest()
     return rec
+
+
+# --------------------------------------------------------------------------------------- Fashion-MNIST
+FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist
+FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"  # torchvision's mirror
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                         "Bag", "Ankle boot")  # label order
+# Class folders sort in label order, so the class index (position in sorted order) is the label.
+FASHION_MNIST_DIRS = tuple(f"{i}_{re.sub(r'[^a-z0-9]+', '-', n.lower())}" for i, n in enumerate(FASHION_MNIST_CLASSES))
+# name: (md5 of the .gz as published -- torchvision's FashionMNIST.resources, Zalando's README --,
+#        md5 of the uncompressed IDX file, as other public Fashion-MNIST readers list it; torchvision
+#        lists only the .gz md5s). Debian's package (0.0~git20200523) re-gzipped the files (no file
+# name in the gzip header, a 2020-06-05 timestamp), so its .gz md5s differ while the IDX bytes
+# inside match the published md5s: a file is accepted when either md5 matches.
+FASHION_MNIST_FILES = {
+    "train-images-idx3-ubyte": ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+    "train-labels-idx1-ubyte": ("25c81989df183df01b3e8a0aad5dffbe", "9018921c3c673c538a1fc5bad174d6f9"),
+    "t10k-images-idx3-ubyte": ("bef4ecab320f06d8554ea6380940ec79", "8181f5470baa50b63fa0f6fddb340f0a"),
+    "t10k-labels-idx1-ubyte": ("bb300cfdad3c16e7a12a480ee83cd310", "15d484375f8d13e6eb1aabb0c3f46965"),
+}
+_IDX_MAGIC = {2051: 3, 2049: 1}  # unsigned-byte images (N, rows, cols), labels (N,)
+_FASHION_SPLITS = (("train", "train", 60000), ("val", "t10k", 10000))  # tree folder, file prefix, count
+
+
+def _fashion_where(name: str) -> str:
+    return (f"get it with `apt-get install dataset-fashion-mnist` (into {FASHION_MNIST_DEBIAN}) or from "
+            f"{FASHION_MNIST_URL}{name}.gz")
+
+
+def parse_idx(data: bytes, what: str = "IDX data") -> np.ndarray:
+    """An uncompressed IDX file (unsigned bytes) -> uint8 array of its dimensions (big-endian header)."""
+    if len(data) < 8:
+        raise DiffzooError(f"{what} is truncated: {len(data)} bytes, shorter than an IDX header")
+    magic = int.from_bytes(data[0:4], "big")
+    if magic not in _IDX_MAGIC:
+        raise DiffzooError(f"{what} is not an unsigned-byte IDX file of images or labels "
+                           f"(magic number {magic}, expected 2051 or 2049)")
+    ndim = _IDX_MAGIC[magic]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DiffzooError(f"{what} is truncated: {len(data)} bytes, shorter than its {header}-byte header")
+    dims = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
+    expected = header + int(np.prod(dims))
+    if len(data) != expected:
+        state = "truncated" if len(data) < expected else "too long"
+        raise DiffzooError(f"{what} is {state}: {len(data)} bytes, its header {dims} says {expected}")
+    return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
+
+
+def fashion_mnist_folder(path=None, download: bool = True) -> Path:
+    """Where the four files are: `path`, else Debian's folder, else ~/.cache/diffzoo/fashion-mnist
+    (downloaded there when a file is missing and `download`)."""
+    if path is not None:
+        path = Path(path)
+        if not path.is_dir():
+            raise DiffzooError(f"Fashion-MNIST folder {path} is not a folder (give the folder of the four IDX "
+                               f"files; {_fashion_where('train-images-idx3-ubyte')})")
+        return path
+    if FASHION_MNIST_DEBIAN.is_dir():
+        return FASHION_MNIST_DEBIAN
+    from ..utils import cache_dir
+
+    cache = cache_dir("fashion-mnist")
+    missing = [n for n in FASHION_MNIST_FILES if not _idx_file(cache, n)]
+    if missing and download:
+        _download_fashion_mnist(cache, missing)
+    return cache
+
+
+def _idx_file(folder: Path, name: str) -> Path | None:
+    for p in (folder / f"{name}.gz", folder / name):  # torchvision's raw folder holds both forms
+        if p.is_file():
+            return p
+    return None
+
+
+def _download_fashion_mnist(folder: Path, names) -> None:
+    import urllib.request
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        url = f"{FASHION_MNIST_URL}{name}.gz"
+        dest = folder / f"{name}.gz"
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+        print(f"dataset: downloading {url}", file=sys.stderr)
+        try:
+            with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
+                while chunk := r.read(1 << 20):
+                    f.write(chunk)
+        except OSError as err:  # URLError, timeouts, refused connections: no network
+            tmp.unlink(missing_ok=True)
+            raise DiffzooError(f"Fashion-MNIST is not installed ({FASHION_MNIST_DEBIAN} is absent) and the download "
+                               f"of {url} failed ({err}); install it with `apt-get install dataset-fashion-mnist` "
+                               f"or put the four .gz files from {FASHION_MNIST_URL} in {folder}") from None
+        md5, published = hashlib.md5(tmp.read_bytes()).hexdigest(), FASHION_MNIST_FILES[name][0]
+        if md5 != published:
+            tmp.unlink()
+            raise DiffzooError(f"the download of {url} has md5 {md5}, not the published {published}; "
+                               "install the data with `apt-get install dataset-fashion-mnist` instead")
+        os.replace(tmp, dest)
+
+
+def _read_fashion_file(folder: Path, name: str) -> tuple[np.ndarray, dict]:
+    """One of the four files, its md5 checked, parsed -> (array, archive record)."""
+    path = _idx_file(folder, name)
+    if path is None:
+        raise DiffzooError(f"Fashion-MNIST file {folder / (name + '.gz')} is missing; {_fashion_where(name)}")
+    raw = path.read_bytes()
+    gz_md5, idx_md5 = FASHION_MNIST_FILES[name]
+    file_md5 = hashlib.md5(raw).hexdigest()
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError
+            raise DiffzooError(f"Fashion-MNIST file {path} is truncated or corrupt ({describe(err)}; md5 {file_md5}, "
+                               f"published {gz_md5}); {_fashion_where(name)}") from None
+    else:
+        data = raw
+    content_md5 = file_md5 if data is raw else hashlib.md5(data).hexdigest()
+    if file_md5 != gz_md5 and content_md5 != idx_md5:
+        raise DiffzooError(f"Fashion-MNIST file {path} has the wrong md5 ({file_md5}; published {gz_md5} for the .gz, "
+                           f"{idx_md5} for the IDX inside); {_fashion_where(name)}")
+    array = parse_idx(data, f"Fashion-MNIST file {path}")  # cannot fail once the md5 matched, but says why if so
+    rec = {"path": str(path), "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest(), "md5": file_md5,
+           "idx_md5": content_md5}
+    return array, rec
+
+
+def read_fashion_mnist(folder=None, download: bool = True) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list]:
+    """{'train': (images uint8 (60000, 28, 28), labels uint8), 'val': the t10k split}, archive records.
+    Every file's md5 is checked first; counts and shapes are checked against each other."""
+    folder = fashion_mnist_folder(folder, download)
+    splits, archives = {}, []
+    for split, prefix, count in _FASHION_SPLITS:
+        images, rec_i = _read_fashion_file(folder, f"{prefix}-images-idx3-ubyte")
+        labels, rec_l = _read_fashion_file(folder, f"{prefix}-labels-idx1-ubyte")
+        archives += [rec_i, rec_l]
+        if images.ndim != 3 or labels.ndim != 1 or images.shape[1:] != (28, 28):
+            raise DiffzooError(f"Fashion-MNIST {prefix}: images {images.shape}, labels {labels.shape}; "
+                               "expected (N, 28, 28) and (N,)")
+        if len(images) != len(labels) or len(images) != count:
+            raise DiffzooError(f"Fashion-MNIST {prefix}: {len(images)} images and {len(labels)} labels, "
+                               f"expected {count} of each")
+        if labels.max() >= len(FASHION_MNIST_CLASSES):
+            raise DiffzooError(f"Fashion-MNIST {prefix}: label {labels.max()} outside the 10 classes")
+        splits[split] = (images, labels)
+    return splits, archives
+
+
+def _png_rgb(grey: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.repeat(grey[..., None], 3, axis=2), "RGB").save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def _write_pngs(job) -> int:
+    """Worker: write one chunk of (path, grey image) as RGB PNGs."""
+    for path, grey in job:
+        with open(path, "wb") as f:
+            f.write(_png_rgb(grey))
+    return len(job)
+
+
+def _fashion_mnist(tmp: Path, inputs: list[Path], max_per_class, workers) -> dict:
+    if len(inputs) > 1:
+        raise DiffzooError("fashion_mnist takes at most one --input: the folder holding its four IDX files")
+    splits, archives = read_fashion_mnist(inputs[0] if inputs else None)
+    per_split: dict[str, dict[str, list[str]]] = {}
+    jobs = []
+    for split, prefix, _ in _FASHION_SPLITS:
+        images, labels = splits[split]
+        per_class: dict[str, list[str]] = {d: [] for d in FASHION_MNIST_DIRS}
+        for d in FASHION_MNIST_DIRS:
+            (tmp / split / d).mkdir(parents=True, exist_ok=True)
+        for i, lab in enumerate(labels.tolist()):
+            names = per_class[FASHION_MNIST_DIRS[lab]]
+            if max_per_class is not None and len(names) >= max_per_class:
+                continue
+            name = f"{prefix}_{i:05d}.png"
+            names.append(name)
+            jobs.append((str(tmp / split / FASHION_MNIST_DIRS[lab] / name), images[i]))
+        per_split[split] = per_class
+    start = time.perf_counter()
+    with worker_map(workers) as mapper:
+        for _ in mapper(_write_pngs, list(batched(jobs, 500)), 1):
+            pass
+    print(f"dataset: wrote {len(jobs)} PNGs in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    base = _manifest("fashion_mnist", [str(p) for p in inputs], per_split["train"], archives, [], max_per_class)
+    val_counts = {c: len(per_split["val"][c]) for c in sorted(per_split["val"])}
+    manifest = {}
+    for key, value in base.items():
+        manifest[key] = value
+        if key == "layout":
+            manifest[key] = ("train/<class_id>/<file> (train-*-ubyte) and val/<class_id>/<file> (t10k-*-ubyte); "
+                             "class index = position in 'classes' (sorted) = the Fashion-MNIST label")
+        elif key == "classes":
+            manifest["class_names"] = list(FASHION_MNIST_CLASSES)  # human names, in label order
+        elif key == "counts":
+            manifest["num_val_images"] = sum(val_counts.values())
+            manifest["val_counts"] = val_counts
+    return manifest
 
 
 # ------------------------------------------------------------------------------------------ ImageNet tar

@@ -1,7 +1,9 @@
 """In-domain feature extractor for the default data set (digits), where Inception weights are absent.
 
 A small CNN trained deterministically on the data set's real images (fixed seed, deterministic
-algorithms, a fixed held-out split: every 5th image in data-set order). Its penultimate layer
+algorithms, a fixed held-out split: every 5th image in data-set order; or, where the images folder
+has a held-out split of its own -- index.json "val", as Fashion-MNIST's t10k images -- all the
+training images, with that split held out). Its penultimate layer
 (``feature_dim``, pre-activation) feeds FID / Precision / Recall / KID, its logits feed the Inception
 Score ("classifier score") and the class-conditional accuracy of samples. Saved as safetensors plus a
 JSON config beside it (same stem). Numbers from it are not comparable with Inception numbers.
@@ -75,6 +77,23 @@ def heldout_mask(n: int) -> np.ndarray:
     return np.arange(n) % HELDOUT_EVERY == 0
 
 
+def heldout_split(source: ImageSource) -> ImageSource | None:
+    """The images folder's own held-out split (index.json "val": a folder beside the shards), or None
+    (then the held-out images are heldout_mask's every 5th)."""
+    index = getattr(source, "index", None)
+    if not isinstance(index, dict) or not index.get("val"):
+        return None
+    val = open_images(Path(source.directory) / index["val"])
+    if val.resolution != source.resolution:
+        raise DiffzooError(f"{val.path}: {val.height}x{val.width} held-out images beside "
+                           f"{source.height}x{source.width} training ones; rerun `diffzoo images`")
+    if list(getattr(val, "classes", [])) != list(getattr(source, "classes", [])):
+        raise DiffzooError(f"{val.path}: its classes differ from the training split's; rerun `diffzoo images`")
+    if val.labels is None:
+        raise DiffzooError(f"{val.path}: the held-out split holds no labels")
+    return val
+
+
 def train_classifier(images: str | Path | ImageSource, out: str | Path, *, epochs: int = 60, batch_size: int = 64,
                      lr: float = 2e-3, seed: int = 0, width: int = 16, feature_dim: int = 128,
                      noise_aug: float = 2.0, num_classes: int | None = None) -> dict:
@@ -89,12 +108,19 @@ def train_classifier(images: str | Path | ImageSource, out: str | Path, *, epoch
     from safetensors.torch import save_file
 
     source = images if isinstance(images, ImageSource) else open_images(images)
+    val = heldout_split(source)
     x_all, y_all = _load_all(source)
     # The data's class list, not its largest label: a class folder without images would otherwise
     # shrink the head, and evaluation would fail at the very end on the first sample of that class.
     num_classes = int(num_classes or len(getattr(source, "classes", []) or []) or (y_all.max() + 1))
-    heldout = heldout_mask(len(x_all))
-    x_tr, y_tr, x_te, y_te = x_all[~heldout], y_all[~heldout], x_all[heldout], y_all[heldout]
+    if val is None:
+        heldout = heldout_mask(len(x_all))
+        x_tr, y_tr, x_te, y_te = x_all[~heldout], y_all[~heldout], x_all[heldout], y_all[heldout]
+        split = f"held out: every {HELDOUT_EVERY}th image in data-set order (index % {HELDOUT_EVERY} == 0)"
+    else:  # the data set's own held-out split: train on every training image
+        (x_tr, y_tr), (x_te, y_te) = (x_all, y_all), _load_all(val)
+        split = (f"held out: the images folder's own split {source.index['val']}/ (index.json 'val'); "
+                 "every training image trained on")
     if len(x_tr) < batch_size:
         raise DiffzooError(f"{source.path}: {len(x_tr)} training images, fewer than one batch ({batch_size})")
 
@@ -138,12 +164,14 @@ def train_classifier(images: str | Path | ImageSource, out: str | Path, *, epoch
         "resolution": [source.height, source.width],
         "classes": list(getattr(source, "classes", []) or range(num_classes)),
         "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr, "noise_aug": noise_aug,
-        "split": f"held out: every {HELDOUT_EVERY}th image in data-set order (index % {HELDOUT_EVERY} == 0)",
+        "split": split,
         "num_train": int(len(x_tr)), "num_heldout": int(len(x_te)),
         **config_metrics,
         "train_seconds": round(time.perf_counter() - start, 2),
         "data_sha256": source.digest(),
     }
+    if val is not None:
+        config["heldout_sha256"] = val.digest()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out))

@@ -179,6 +179,7 @@ class ShardImages(ImageSource):
         all_labels = None if any(lab is None for lab in labels) else np.concatenate(labels)
         super().__init__(str(directory), count, hw[0], hw[1], all_labels)
         self.classes = list(index.get("classes", []))
+        self.class_names = list(index.get("class_names") or [])  # human names where the data set has them
 
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
         for shard in self.shards:

@@ -111,7 +111,8 @@ OVERVIEW_WRAP = 4   # panels per line
 
 
 def _class_names(source) -> list[str]:
-    names = [c.removeprefix("digit_") for c in getattr(source, "classes", [])]
+    """The rows' labels: the data set's human names (Fashion-MNIST's "Ankle boot"), else its class ids."""
+    names = getattr(source, "class_names", None) or [c.removeprefix("digit_") for c in getattr(source, "classes", [])]
     return names or [str(c) for c in range(int(source.labels.max()) + 1)]
 
 
@@ -152,6 +153,17 @@ def _panels(images_dir: Path | None, runs: dict[str, Path], per_class: int):
 def save_run_grid(images_dir: Path | None, samples: Path, run_id: str, per_class: int, out: Path) -> None:
     """A run's grid: the real images' panel beside its samples', `per_class` images per class."""
     names, panels = _panels(images_dir, {run_id: samples}, per_class)
+    save_png(class_grid(panels, names, per_class), out)
+
+
+def save_sources_grid(images_dir: Path, sources: dict, per_class: int, out: Path) -> None:
+    """Labelled image sources (title -> ImageSource) side by side, rows named by the data set's
+    classes: e.g. held-out originals beside their reconstructions."""
+    from ..evaluate.images import open_images
+
+    names = _class_names(open_images(images_dir))
+    shown = list(range(min(GRID_CLASSES, len(names))))
+    panels = [(title, _rows(src, shown, per_class)) for title, src in sources.items()]
     save_png(class_grid(panels, names, per_class), out)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import DiffzooError
 from ..params import check_inputs, load_params
 
 LOCK = False  # writes only its own small record
@@ -16,6 +17,8 @@ LOCK = False  # writes only its own small record
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--dvc", action="store_true", help="also refuse what dvc.yaml cannot run (an experiment's own "
+                                                      "latents codec)")
     p.add_argument("--out", default=None, help="where to record the check (JSON: the experiments and samplings)")
 
 
@@ -24,6 +27,11 @@ def run(args) -> int:
 
     params = load_params(args.params)
     check_inputs(params)
+    if args.dvc and len(params.codecs) > 1:
+        own = [e for e in params.experiments if params.run(e).latents.codec() != params.latents.codec()]
+        raise DiffzooError(f"experiments {', '.join(own)} set their own latents codec (vae, grayscale, flips or "
+                           f"dtype); dvc.yaml encodes the latents section's only: run this params file with "
+                           f"Snakemake, or give those experiments a params file of their own")
     summary = {"experiments": sorted(params.experiments), "samplings": sorted(params.samplings)}
     if args.out:
         write_json(args.out, summary)

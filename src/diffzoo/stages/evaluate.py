@@ -2,8 +2,8 @@
 
 Two forms:
 - `diffzoo evaluate --params P --experiment ID` (the pipeline): the run's samples against the
-  reference stage's output, written to results/metrics/<ID>.json (with the digits judge's accuracy
-  on the default data set);
+  reference stage's output, written to results/metrics/<ID>.json (with the data set's independent
+  judge's accuracy where it has one: digits, fashion_mnist; evaluate/judge.py);
 - `diffzoo evaluate REF_BATCH.npz SAMPLE_BATCH.npz` (the argument order of ADM's evaluator.py) or
   `diffzoo evaluate SAMPLES.npz --ref REF.npz`: ADM's evaluator in PyTorch as a drop-in; prints its
   five lines (Inception Score, FID, sFID, Precision, Recall) and writes metrics.json.
@@ -44,12 +44,31 @@ def extractor_from_args(args, recorded: str | None = None):
     return load_extractor(name, weights, args.device, allow_download=not args.no_download)
 
 
+def pipeline_extractor(params, device: str | None = None):
+    """The feature extractor the params name: the reference stage's classifier, or Inception."""
+    from ..evaluate.features import load_extractor
+    from ..evaluate.reference import CLASSIFIER
+    from ..params import paths
+
+    ev = params.evaluate
+    if ev.feature_extractor == "classifier":
+        return load_extractor("classifier", paths(params)["reference"] / CLASSIFIER, device)
+    return load_extractor("inception", ev.inception_weights, device)
+
+
+def judge_accuracy_of(params, samples) -> float | None:
+    """The data set's independent judge's accuracy on labelled samples, where it has a judge."""
+    from ..evaluate.judge import judge_for, judge_source
+
+    judge = judge_for(params.data.source, params.data.path)
+    return None if judge is None else judge_source(samples, judge)
+
+
 def evaluate_run(params, run_id: str, device: str | None = None) -> dict:
     """A run's samples against the reference stage's output -> results/metrics/<id>.json."""
     from ..evaluate.evaluator import evaluate, format_metrics
-    from ..evaluate.features import load_extractor
     from ..evaluate.images import open_images
-    from ..evaluate.reference import CLASSIFIER, REFERENCE
+    from ..evaluate.reference import REFERENCE
     from ..params import paths
     from ..utils import write_json
 
@@ -57,16 +76,12 @@ def evaluate_run(params, run_id: str, device: str | None = None) -> dict:
     where, ev = paths(params, run_id), params.evaluate
     if not where["samples"].is_file():
         raise DiffzooError(f"{where['samples']} does not exist: run the sample stage of {run_id!r} first")
-    if ev.feature_extractor == "classifier":
-        extractor = load_extractor("classifier", where["reference"] / CLASSIFIER, device)
-    else:
-        extractor = load_extractor("inception", ev.inception_weights, device)
     samples = open_images(where["samples"])
-    metrics = evaluate(samples, where["reference"] / REFERENCE, extractor, batch_size=ev.batch_size,
-                       distance_dtype=ev.pr_distance_dtype, cache_dir=None)
-    if params.data.source == "digits":
-        from ..evaluate.judge import judge_source
-        metrics["judge_accuracy"] = judge_source(samples)
+    metrics = evaluate(samples, where["reference"] / REFERENCE, pipeline_extractor(params, device),
+                       batch_size=ev.batch_size, distance_dtype=ev.pr_distance_dtype, cache_dir=None)
+    judge = judge_accuracy_of(params, samples)
+    if judge is not None:
+        metrics["judge_accuracy"] = judge
     metrics["experiment"] = run_id
     write_json(where["metrics"], metrics)
     from ..report.tables import metric_columns

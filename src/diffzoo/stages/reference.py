@@ -3,7 +3,9 @@
 `diffzoo reference --params P` -> data/<name>/reference-<R>-<extractor>/:
 - `evaluate.feature_extractor: classifier` (data without Inception weights, the default's digits):
   the in-domain CNN trained on the training split of the images, the reference statistics of that
-  split, and real.json, the held-out split evaluated against it (the tables' "real data" row);
+  split, and real.json, the held-out split evaluated against it (the tables' "real data" row, with
+  the data set's judge's accuracy where it has one). The held-out split is the images folder's own
+  (val/, e.g. Fashion-MNIST's t10k images) where it has one, else every 5th image;
 - `inception`: `evaluate.reference` (an ADM reference batch) as it is, or the statistics of all the
   images, as the papers' reference batches hold.
 """
@@ -33,9 +35,11 @@ def build_reference(params, device: str | None = None) -> Path:
     where, ev = paths(params), params.evaluate
     with atomic_dir(where["reference"]) as tmp:
         if ev.feature_extractor == "classifier":
+            from ..evaluate.judge import judge_for
+            judge = judge_for(params.data.source, params.data.path)
             real = build_classifier_reference(where["images"], tmp, params.classifier.model_dump(), ev.batch_size,
-                                              ev.pr_distance_dtype, judge=params.data.source == "digits",
-                                              device=device, final_dir=where["reference"])
+                                              ev.pr_distance_dtype, judge=judge, device=device,
+                                              final_dir=where["reference"])
             from ..evaluate.evaluator import format_metrics
             print(f"real data (held-out images):\n{format_metrics(real)}")
         elif ev.reference:

@@ -29,12 +29,15 @@ def _read(path: Path, stage: str, run_id: str) -> dict:
 
 
 def our_rows(params) -> list[dict]:
-    """The real-data row (when the reference has one), then every experiment and sampling."""
+    """The real-data row (when the reference has one), the autoencoder's reconstructions (when a codec
+    uses it), then every experiment and sampling."""
     from ..evaluate.reference import REAL
-    from ..report.tables import our_row, real_row
+    from ..report.tables import autoencoder_row, our_row, real_row
 
     real = paths(params)["reference"] / REAL
     rows = [real_row(json.loads(real.read_text()))] if real.is_file() else []
+    if params.uses_autoencoder:
+        rows.append(autoencoder_row(_read(paths(params)["autoencoder_metrics"], "autoencoder", "autoencoder")))
     for run_id in params.run_ids:
         where = paths(params, run_id)
         rows.append(our_row(params.run(run_id), _read(where["metrics"], "evaluate", run_id),

@@ -29,7 +29,8 @@ PER_RUN = True
 
 
 def params_slice(params, run_id: str) -> dict:
-    return {"sample": params.run(run_id).sample.model_dump(mode="json"), "vae_dtype": params.latents.dtype}
+    run = params.run(run_id)
+    return {"sample": run.sample.model_dump(mode="json"), "vae_dtype": run.latents.dtype}
 
 
 def draw(model, config: dict, cfg: SampleConfig, weights: Path, out: Path, proc, vae_dtype: str = "float32",
@@ -77,7 +78,7 @@ def sample(params_path: str, run_id: str, device: str | None = None):
         log_facts()
     model = load_model(where["model"]).to(proc.device).eval()
     config = json.loads(where["model"].with_suffix(".json").read_text())
-    arr = draw(model, config, cfg, where["model"], where["samples"], proc, params.latents.dtype, f"sample {run_id}")
+    arr = draw(model, config, cfg, where["model"], where["samples"], proc, run.latents.dtype, f"sample {run_id}")
     proc.close()
     if proc.is_main:
         images = paths(params)["images"] if params.uses_data else None

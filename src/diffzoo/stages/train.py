@@ -35,7 +35,8 @@ IDENTITY_CODE = ["diffusion/*.py"]
 def params_slice(params, run_id: str) -> dict:
     run = params.run(run_id)
     return {"model": run.model, "model_args": run.model_args, "objective": run.objective,
-            "train": run.train.model_dump(mode="json")}
+            "train": run.train.model_dump(mode="json"),
+            "latents": {k: getattr(run.latents, k) for k in ("scale", "posterior")}}
 
 
 def _released_defaults(run, name: str | None) -> tuple[dict, dict]:
@@ -73,7 +74,7 @@ def import_weights(params, run, where) -> dict:
 
     path = resolve_checkpoint(run.train.checkpoint, run.train.checkpoint_sha256)
     digest = sha256_file(path)
-    channels, side = params.latent_shape
+    channels, side = params.latent_shape(run.id)
     model_args, objective_args = _released_defaults(run, run.train.checkpoint)
     model_args = {"input_size": side, "in_channels": channels, **model_args}
     tensors = import_released(path, run.model, model_args)
@@ -83,7 +84,7 @@ def import_weights(params, run, where) -> dict:
                "sha256": digest, "steps": 0, "global_batch_size": 0, "images_seen": None, "gpu_hours": 0.0,
                "params": count_params(meta_model), "active_params": active_params(meta_model),
                "gflops": round(count_macs(meta_model) / 1e9, 6)}
-    config = model_json(run.model, model_args, run.objective, objective_args, params.latents.vae, params.latents.scale,
+    config = model_json(run.model, model_args, run.objective, objective_args, run.latents.vae, run.latents.scale,
                         [channels, side, side], model_args.get("num_classes", 1000), experiment=run.id,
                         sample=run.sample.model_dump(mode="json"), source={"checkpoint": path.name, "sha256": digest},
                         summary=summary)
@@ -123,7 +124,7 @@ def train(params_path: str, exp_id: str) -> dict:
     if cfg.global_batch_size % proc.world:
         raise DiffzooError(f"train.global_batch_size {cfg.global_batch_size} is not divisible by {proc.world} GPUs")
 
-    data = LatentDataset(where["latents"])
+    data = LatentDataset(where["latents"], run.latents.scale, run.latents.posterior)
     mcfg = model_config(run, data.meta)
     torch.manual_seed(cfg.seed)
     model = create_model(mcfg["model"], **mcfg["model_args"]).to(proc.device)
@@ -140,7 +141,8 @@ def train(params_path: str, exp_id: str) -> dict:
     code = {str(Path(f).resolve().relative_to(PACKAGE)): sha256_file(f) for f in source_files(IDENTITY_CODE, run.model)}
     init = resolve_checkpoint(cfg.init) if cfg.init else None
     identity = {"model": mcfg, "train": cfg.model_dump(mode="json", exclude=set(RESUMABLE)),
-                "latents": content_hash(data.meta), "code": code, "init": sha256_file(init) if init else None}
+                "latents": content_hash(data.meta), "scale": data.scale, "posterior": data.posterior, "code": code,
+                "init": sha256_file(init) if init else None}
     sharded = proc.world > 1 and cfg.parallel == "fsdp"
     checkpointer = Checkpointer(where["checkpoints"], identity, proc, sharded)
     state = resume_or_fresh(checkpointer, model, ema, cfg.steps)
@@ -180,7 +182,9 @@ def train(params_path: str, exp_id: str) -> dict:
         }
         config = {**mcfg, "experiment": exp_id, "train": cfg.model_dump(mode="json"),
                   "sample": run.sample.model_dump(mode="json"),
-                  "latents": {k: data.meta[k] for k in ("vae", "scale", "shape", "classes")}, "summary": summary}
+                  "latents": {**{k: data.meta[k] for k in ("vae", "shape", "classes")}, "scale": data.scale,
+                              "posterior": data.posterior, "data_scale": data.meta["data_scale"]},
+                  "summary": summary}
         export_model(where["model"], ema_state, config)
         log.write(state.log_rows)
         write_json(where["train_metrics"], summary)
