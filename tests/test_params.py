@@ -134,7 +134,8 @@ def test_an_experiments_own_latents_codec_gets_its_own_folder_and_dvc_refuses_it
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw))
     assert main(["check", "--params", str(tmp_path / "p.yaml")]) == 0  # Snakemake runs it
     assert main(["check", "--params", str(tmp_path / "p.yaml"), "--dvc"]) == 2
-    assert re.search(r"experiments dit-s2 set their own latents codec .* run this params file with Snakemake",
+    assert re.search(r"experiments dit-s2, dit-s4 set their own latents settings; .* run this params file with "
+                     r"Snakemake",
                      capsys.readouterr().err)
 
 
@@ -252,7 +253,9 @@ def test_dvc_yaml_tracks_what_the_stages_read():
         expected = {
             "dataset": {f"data.{k}" for k in keys},
             "images": {"data"},  # the slice is the data section
-            "train": {"train"} | {f"experiments.${{key}}.{k}" for k in keys - {"train"}} | {"experiments.${key}.train"},
+            # an experiment's own latents settings run under Snakemake only (diffzoo check --dvc refuses them)
+            "train": {"train"} | {f"experiments.${{key}}.{k}" for k in keys - {"train", "latents"}}
+            | {"experiments.${key}.train"},
             "sample": {"sample", "latents.dtype", "experiments.${key}.sample"},  # sample + vae_dtype
             # channels and used follow from the latents settings that name the autoencoder
             "autoencoder": {"data", "autoencoder", "latents.vae", "latents.grayscale", "sample.grid"},

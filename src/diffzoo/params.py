@@ -231,7 +231,7 @@ class ExperimentConfig(Section):
     train: Annotated[dict[str, Any], _overrides_of("train")]    # overrides of the train section
     sample: Annotated[dict[str, Any], _overrides_of("sample")]  # overrides of the sample section
     # overrides of the latents section: another scale or posterior use trains on the same latents; another
-    # codec (vae, grayscale, flips, dtype) gets latents of its own (Snakemake; DVC encodes one codec)
+    # codec (vae, grayscale, flips, dtype) gets latents of its own (Snakemake only: check --dvc refuses)
     latents: Annotated[dict[str, Any], _overrides_of("latents")] = Field(default_factory=dict)
 
     @field_validator("model")

@@ -37,9 +37,17 @@ def run_stage(params, device: str | None = None) -> dict:
 
     where = paths(params)
     out = where["autoencoder"]
-    if not params.uses_autoencoder:
+    if not params.uses_autoencoder:  # DVC runs every stage: its outputs say so
+        from PIL import Image, ImageDraw
+
+        from ..report.figures import save_png
+        note = "no latents setting uses vae: autoencoder; nothing was trained"
         with atomic_dir(out) as tmp:
-            (tmp / UNUSED).write_text("no latents setting uses vae: autoencoder; nothing was trained\n")
+            (tmp / UNUSED).write_text(note + "\n")
+        write_json(where["autoencoder_metrics"], {"used": False, "note": note})
+        image = Image.new("RGB", (560, 40), (255, 255, 255))
+        ImageDraw.Draw(image).text((10, 12), note, fill=(0, 0, 0))
+        save_png(image, where["autoencoder_grid"])
         return {}
     proc = setup_process(device)
     channels = params.autoencoder_channels

@@ -27,11 +27,11 @@ def run(args) -> int:
 
     params = load_params(args.params)
     check_inputs(params)
-    if args.dvc and len(params.codecs) > 1:
-        own = [e for e in params.experiments if params.run(e).latents.codec() != params.latents.codec()]
-        raise DiffzooError(f"experiments {', '.join(own)} set their own latents codec (vae, grayscale, flips or "
-                           f"dtype); dvc.yaml encodes the latents section's only: run this params file with "
-                           f"Snakemake, or give those experiments a params file of their own")
+    own = [e for e in params.experiments if params.experiments[e].latents]
+    if args.dvc and own:
+        raise DiffzooError(f"experiments {', '.join(own)} set their own latents settings; dvc.yaml trains every "
+                           f"experiment on the latents section's: run this params file with Snakemake, or give "
+                           f"those experiments a params file of their own")
     summary = {"experiments": sorted(params.experiments), "samplings": sorted(params.samplings)}
     if args.out:
         write_json(args.out, summary)
