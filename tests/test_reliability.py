@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from conftest import DIFFZOO, ROOT, clone, edit_params, tiny_params
 
@@ -73,7 +74,7 @@ def params_for_suite() -> dict:
 def whole(tmp_path_factory):
     """Every stage run once without interruption: the bytes the interrupted runs must reproduce."""
     root = tmp_path_factory.mktemp("whole")
-    (root / "params.yaml").write_text(json.dumps(params_for_suite()))
+    (root / "params.yaml").write_text(yaml.safe_dump(params_for_suite()))
     for stage in STAGES:
         diffzoo(root, *STAGES[stage]["cmd"])
     return root
@@ -317,7 +318,7 @@ def test_dvc_never_runs_an_unsafe_id_in_a_shell(tmp_path):
     shutil.copytree(ROOT / "src", p / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     raw = tiny_params()
     raw["experiments"] = {"x; touch pwned; echo ": raw["experiments"]["a"]}
-    (p / "params.yaml").write_text(json.dumps(raw))
+    (p / "params.yaml").write_text(yaml.safe_dump(raw))
     env = dict(ENV, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"], PYTHONPATH=str(p / "src"))
     subprocess.run(["git", "init", "-q"], cwd=p, env=env, check=True, capture_output=True)
     proc = subprocess.run(["dvc", "repro"], cwd=p, env=env, capture_output=True, text=True)
