@@ -423,7 +423,7 @@ def test_missing_inputs_are_refused_at_plan_time(tmp_path, key, value, message):
     with pytest.raises(Exception, match=re.escape(message)):
         check_inputs(validate(raw))
     p = make_project(tmp_path / "smk")
-    (p / "params.yaml").write_text(json.dumps(raw))
+    (p / "params.yaml").write_text(yaml.safe_dump(raw))
     env = dict(ENV, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"], PYTHONPATH=str(p / "src"))
     proc = subprocess.run(["snakemake", "--cores", "1"], cwd=p, env=env, capture_output=True, text=True)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-1500:]
