@@ -66,7 +66,8 @@ def to_input(images: np.ndarray, channels: int) -> torch.Tensor:
 def loss_terms(vae, x: torch.Tensor, kl_weight: float, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """LDM's loss of one batch (see the module doc): per image sums, batch means."""
     posterior = vae.encode(x).latent_dist
-    z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+    eps = torch.randn(posterior.mean.shape, generator=generator).to(posterior.mean.device)  # CPU stream: resumable
+    z = posterior.mean + posterior.std * eps
     rec = vae.decode(z).sample
     l1 = (rec - x).abs().flatten(1).sum(1).mean()
     kl = posterior.kl().mean()  # diffusers sums over the latent's elements
@@ -80,7 +81,7 @@ def train_autoencoder(images: np.ndarray, cfg: dict, channels: int, checkpoints:
     from .training import Checkpointer, global_batch_indices, mix_seed, restore_optimizer, resume_or_fresh
 
     torch.manual_seed(cfg["seed"])
-    vae = build_autoencoder(cfg, channels)
+    vae = build_autoencoder(cfg, channels).to(proc.device)
     opt = torch.optim.Adam(vae.parameters(), lr=cfg["lr"])
     identity = {"autoencoder": {k: v for k, v in cfg.items() if k != "steps"}, "channels": channels,
                 "images": [int(len(images))], "data": _images_digest(images)}
@@ -95,7 +96,7 @@ def train_autoencoder(images: np.ndarray, cfg: dict, channels: int, checkpoints:
     for step in range(state.step, cfg["steps"]):
         gen = torch.Generator().manual_seed(mix_seed(cfg["seed"], step))
         idx = global_batch_indices(step, cfg["batch_size"], len(images), cfg["seed"])
-        terms = loss_terms(vae, to_input(images[np.sort(idx)], channels), cfg["kl_weight"], gen)
+        terms = loss_terms(vae, to_input(images[np.sort(idx)], channels).to(proc.device), cfg["kl_weight"], gen)
         opt.zero_grad(set_to_none=True)
         terms["loss"].backward()
         opt.step()
@@ -142,7 +143,7 @@ def reconstruct(vae, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     channels = int(vae.config.in_channels)
     out = []
     for start in range(0, len(images), batch_size):
-        x = to_input(images[start:start + batch_size], channels)
+        x = to_input(images[start:start + batch_size], channels).to(vae.device)
         out.append(to_adm_uint8(vae.decode(vae.encode(x).latent_dist.mean).sample))
     return np.concatenate(out)
 
