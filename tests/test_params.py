@@ -9,7 +9,7 @@ import yaml
 from diffzoo import pipeline
 from diffzoo.cli import main
 from diffzoo.errors import DiffzooError
-from diffzoo.params import SECTIONS, json_schema, load_params, paths, validate
+from diffzoo.params import SECTIONS, json_schema, load_params, merge, paths, read_yaml, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -376,3 +376,22 @@ def test_hub_references_are_pinned_by_commit_and_part_of_the_artifacts_identity(
     assert slices["abc123"] != slices["def456"]
     assert pipeline.stage_slice(checked("me/vae@abc123", "hf://ILSVRC/imagenet-1k@main"), "dataset") != \
         pipeline.stage_slice(checked("me/vae@abc123"), "dataset")
+
+
+def test_the_fashion_ablation_overlay_changes_only_the_latents_settings():
+    """configs/overlays/fashion_ablation.yaml over configs/fashion.yaml (as Snakemake merges them): the
+    preset's DiT-S/2 three more times, each differing from it only in latents.scale or latents.posterior,
+    all on the preset's own latents (one codec: no re-encoding)."""
+    raw = merge(read_yaml(ROOT / "configs/fashion.yaml"), read_yaml(ROOT / "configs/overlays/fashion_ablation.yaml"))
+    params = validate(raw)
+    base = params.run("dit-s2")
+    changed = {"dit-s2-scale1": ("scale", 1.0), "dit-s2-scale-sd": ("scale", 0.18215),
+               "dit-s2-mean": ("posterior", "mean")}
+    assert set(changed) <= set(params.experiments)
+    for run_id, (key, value) in changed.items():
+        run = params.run(run_id)
+        assert getattr(run.latents, key) == value
+        assert run.latents.model_copy(update={key: getattr(base.latents, key)}) == base.latents
+        assert (run.model, run.model_args, run.train, run.sample) == (base.model, base.model_args, base.train,
+                                                                       base.sample)
+    assert len(params.codecs) == 2  # the autoencoder's, and the pixel control's
