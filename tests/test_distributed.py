@@ -109,7 +109,7 @@ def test_moe_sharded_equals_replicated(prepared, tmp_path):
     assert max_diff(checkpoint(folder, 3)["model"], runs["fsdp"]["model"]) > 1e-4
 
 
-def test_launch_over_one_node_and_over_a_slurm_allocation():
+def test_launch_over_one_node_and_over_a_slurm_allocation(monkeypatch, tmp_path):
     from diffzoo.runtime import launch_command
 
     argv = ["train", "--params", "p.yaml", "--experiment", "a"]
@@ -131,5 +131,6 @@ def test_launch_over_one_node_and_over_a_slurm_allocation():
     from diffzoo.errors import DiffzooError
     with pytest.raises(DiffzooError, match="SLURM_JOB_NODELIST is not set"):
         launch_command(argv, {"SLURM_JOB_NUM_NODES": "2"}, gpus=8)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no scontrol (a login node of a broken install)
     with pytest.raises(DiffzooError, match="cannot list the nodes"):
-        launch_command(argv, {"SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "gpu[1-2]"}, gpus=8)  # no scontrol here
+        launch_command(argv, {"SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "gpu[1-2]"}, gpus=8)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from .errors import DiffzooError
+from .slurm import slurm_task_env
 from .utils import describe, stage_lock, time_record
 
 STAGES_DIR = Path(__file__).with_name("stages")
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(sub_parser)
     args = sub_parser.parse_args(argv[1:])
     try:
+        os.environ.update(slurm_task_env(dict(os.environ)))  # a rank of `srun --ntasks=N`: before the lock
         with _lock(known.command, module, args), _timed(known.command, module, args):
             return int(module.run(args) or 0)
     except DiffzooError as err:

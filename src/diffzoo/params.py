@@ -197,9 +197,17 @@ class ResourcesConfig(Section):
 
     train_gpus: Count = 1                    # 0 = a CPU job
     sample_gpus: Count = 1
+    gpus: Count = 1                          # each job of the one-GPU stages: autoencoder, latents, reference,
+                                             # evaluate (0 = CPU jobs); dataset, images and report use none
     gpu_model: str | None = None             # e.g. h100; null = any
     threads: PositiveInt = 1                 # CPU threads of a train/sample/latents/reference/evaluate job
                                              # (OMP_NUM_THREADS); Snakemake caps it at --cores
+    data_threads: PositiveInt | None = None  # the images stage's threads; null = all of --cores when local,
+                                             # `threads` as a cluster job
+    # SLURM (the executor plugin; a local run ignores them): null = the cluster's default / none
+    partition: str | None = None             # the jobs that ask for no GPU
+    gpu_partition: str | None = None         # the jobs that ask for GPUs (null = `partition`)
+    account: str | None = None               # sbatch --account
 
 
 SECTIONS: dict[str, type[Section]] = {

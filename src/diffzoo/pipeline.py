@@ -70,15 +70,23 @@ def gpus(params, stage: str) -> int:
 
 
 def resources(params, stage: str) -> dict:
-    """A rule's resources for the SLURM executor plugin: `gpu` (and `gpu_model`), and for train and
-    sample a `runtime` (minutes) from the estimated work of each experiment."""
+    """A rule's resources for the SLURM executor plugin: `gpu` (and `gpu_model`) where the stage asks
+    for GPUs, the partition and account where params set them (else the cluster's default, or what the
+    user's profile sets), and for train and sample a `runtime` (minutes) from the estimated work of each
+    experiment. A local run ignores them."""
+    res = params.resources
+    n = gpus(params, stage)
     out: dict = {}
-    if gpus(params, stage):
-        out["gpu"] = gpus(params, stage)
-        if params.resources.gpu_model:
-            out["gpu_model"] = params.resources.gpu_model
+    if n:
+        out["gpu"] = n
+        if res.gpu_model:
+            out["gpu_model"] = res.gpu_model
+    partition = (res.gpu_partition or res.partition) if n else res.partition
+    if partition:
+        out["slurm_partition"] = partition
+    if res.account:
+        out["slurm_account"] = res.account
     if stage in ("train", "sample"):
-        n = gpus(params, stage)
         out["runtime"] = lambda wildcards: runtime_minutes(params, stage, wildcards.exp, n)
     return out
 

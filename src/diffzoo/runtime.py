@@ -9,15 +9,14 @@ model for DDP or shards it with FSDP2.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 
 import torch
 
 from .errors import DiffzooError
+from .slurm import RENDEZVOUS_PORT, slurm_hostnames, slurm_task_env
 
-RENDEZVOUS_PORT = 29500
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ def launch_command(argv: list[str], env: dict, gpus: int, hostnames=None) -> lis
     if nodes > 1:
         if "SLURM_JOB_NODELIST" not in env:
             raise DiffzooError(f"SLURM_JOB_NUM_NODES is {nodes} but SLURM_JOB_NODELIST is not set")
-        head = (hostnames or _slurm_hostnames)(env["SLURM_JOB_NODELIST"])[0]
+        head = (hostnames or slurm_hostnames)(env["SLURM_JOB_NODELIST"])[0]
         # From the batch script srun starts one torchrun per node; inside an srun step (one task per
         # node already) this task becomes its node's torchrun.
         srun = [] if "SLURM_STEP_ID" in env else ["srun", f"--nodes={nodes}", "--ntasks-per-node=1"]
@@ -109,17 +108,10 @@ def launch_command(argv: list[str], env: dict, gpus: int, hostnames=None) -> lis
     return None
 
 
-def _slurm_hostnames(nodelist: str) -> list[str]:
-    try:
-        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], check=True, capture_output=True, text=True)
-    except (OSError, subprocess.CalledProcessError) as err:
-        raise DiffzooError(f"cannot list the nodes of this SLURM allocation ({nodelist!r}) with scontrol: "
-                           f"{err}") from None
-    return out.stdout.split()
-
-
 def relaunch_under_torchrun(argv: list[str]) -> None:
-    """Replace this process by the launch over every GPU of this machine or allocation, if needed."""
+    """Replace this process by the launch over every GPU of this machine or allocation, if needed; a
+    task of an srun step with one rank per task takes its rank from SLURM instead (slurm_task_env)."""
+    os.environ.update(slurm_task_env(dict(os.environ)))  # (the CLI has mapped them already: then a no-op)
     cmd = launch_command(argv, dict(os.environ), torch.cuda.device_count() if torch.cuda.is_available() else 0)
     if cmd:
         print("launching: " + " ".join(cmd), file=sys.stderr, flush=True)

@@ -8,6 +8,7 @@ import re
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate as validate_schema
 
 from diffzoo import pipeline
@@ -53,6 +54,19 @@ def in_report(path):
     if name in CAPTIONS:
         return report(path, caption=f"../report/{CAPTIONS[name]}.rst", category="Plots")
     return path
+
+
+def data_threads():
+    """The images stage's threads: resources.data_threads, else every core of a local run (--cores),
+    else (a cluster job, which has no --cores) resources.threads."""
+    if PARAMS.resources.data_threads:
+        return PARAMS.resources.data_threads
+    if workflow.local_exec and not workflow.remote_exec:  # not the main process of a cluster run nor its job
+        try:
+            return workflow.cores
+        except WorkflowError:  # planning without --cores
+            pass
+    return PARAMS.resources.threads
 
 
 def exp_path(key):

@@ -2,6 +2,8 @@
 
 
 rule dataset:
+    resources:
+        **pipeline.resources(PARAMS, "dataset"),
     input:
         pipeline.code_files("dataset"),
     output:
@@ -27,7 +29,9 @@ rule images:
     params:
         slice=pipeline.stage_slice(PARAMS, "images"),
         file=PARAMS_FILE,
-    threads: workflow.cores
+    threads: data_threads()
+    resources:
+        **pipeline.resources(PARAMS, "images"),
     log:
         "logs/images.log",
     cache: True

@@ -31,6 +31,8 @@ rule train:
 
 rule import_weights:  # experiments with train.checkpoint: the released file is the model, no training
     threads: PARAMS.resources.threads
+    resources:
+        **pipeline.resources(PARAMS, "import_checkpoint"),
     wildcard_constraints:
         exp=one_of(RELEASED),
     input:

@@ -16,7 +16,7 @@ from ..params import load_params, paths
 from ..utils import atomic_dir, write_json
 
 CODE = ["autoencoder.py", "stages/autoencoder.py", "training.py", "evaluate/*.py", "report/figures.py"]
-GPUS = 1
+GPUS = "gpus"  # params.resources key
 UNUSED = "UNUSED.txt"
 
 

@@ -15,7 +15,7 @@ import argparse
 from ..errors import DiffzooError
 
 CODE = ["evaluate/*.py", "stages/evaluate.py"]
-GPUS = 1
+GPUS = "gpus"  # params.resources key
 
 
 def params_slice(params, run_id=None) -> dict:

@@ -13,7 +13,7 @@ from ..errors import DiffzooError
 from ..params import AUTOENCODER, load_params, paths
 
 CODE = ["latents.py", "data/shards.py", "stages/latents.py"]
-GPUS = 1
+GPUS = "gpus"  # params.resources key
 
 
 def params_slice(params, run_id=None, codec: str = "") -> dict:

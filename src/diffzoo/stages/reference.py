@@ -20,7 +20,7 @@ from ..params import load_params, paths
 from ..utils import atomic_dir
 
 CODE = ["evaluate/*.py", "stages/reference.py"]
-GPUS = 1
+GPUS = "gpus"  # params.resources key
 
 
 def params_slice(params, run_id=None) -> dict:
