@@ -309,22 +309,55 @@ def test_a_pickle_given_as_inception_weights_never_runs(whole, tmp_path, how):
     one_line_error(proc, "weights.pth")
 
 
-def test_dvc_never_runs_an_unsafe_id_in_a_shell(tmp_path):
+# Ids that would run a command if they reached a shell, quoted ('...') or not (issue 25).
+HOSTILE_IDS = ["x'$(touch $PWNED_AT)'", "y; touch $PWNED_AT; echo "]
+
+
+@pytest.mark.parametrize("mode", ["repro", "single-stage", "downstream", "exp-run", "queue"])
+def test_dvc_never_runs_an_unsafe_id_in_a_shell(tmp_path, mode):
+    """No DVC mode runs an id from the params in a shell: the per-experiment stages take the id from
+    DVC_STAGE, not from their command line, so `-s` and `--downstream` (which skip the `check` stage
+    when an old data/params-check.json is there) and queued experiments are as safe as `dvc repro`."""
     p = tmp_path / "dvc"
     p.mkdir()
-    for name in ("dvc.yaml", ".dvcignore", ".dvc/config"):
+    for name in ("dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore"):
         (p / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, p / name)
     shutil.copytree(ROOT / "src", p / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     raw = tiny_params()
-    raw["experiments"] = {"x; touch pwned; echo ": raw["experiments"]["a"]}
+    raw["experiments"] = {hostile: raw["experiments"]["a"] for hostile in HOSTILE_IDS}
     (p / "params.yaml").write_text(yaml.safe_dump(raw))
-    env = dict(ENV, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"], PYTHONPATH=str(p / "src"))
-    subprocess.run(["git", "init", "-q"], cwd=p, env=env, check=True, capture_output=True)
-    proc = subprocess.run(["dvc", "repro"], cwd=p, env=env, capture_output=True, text=True)
-    assert proc.returncode != 0
-    assert "must be a name of letters" in proc.stdout + proc.stderr
-    assert not (p / "pwned").exists()
+    (p / "data").mkdir()
+    (p / "data/params-check.json").write_text("{}")  # an earlier run's: -s / --downstream skip `check`
+    pwned = tmp_path / "PWNED"
+    env = dict(ENV, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"], PYTHONPATH=str(p / "src"),
+               PWNED_AT=str(pwned))
+    run = lambda *cmd: subprocess.run(cmd, cwd=p, env=env, capture_output=True, text=True)  # noqa: E731
+    git = ["git", "-c", "user.name=diffzoo", "-c", "user.email=diffzoo@example.org"]
+    run("git", "init", "-q")
+    if mode in ("exp-run", "queue"):
+        run("git", "add", "-A")
+        run(*git, "commit", "-qm", "hostile ids")
+    outs = []
+    for hostile in HOSTILE_IDS:
+        cmd = {"repro": ["dvc", "repro"], "single-stage": ["dvc", "repro", "-s", f"code@{hostile}"],
+               "downstream": ["dvc", "repro", "--downstream", f"code@{hostile}"],
+               "exp-run": ["dvc", "exp", "run"], "queue": ["dvc", "exp", "run", "--queue"]}[mode]
+        proc = run(*cmd)
+        outs.append(proc.stdout + proc.stderr)
+        if mode != "queue":
+            assert proc.returncode != 0, outs[-1][-2000:]
+    if mode == "queue":
+        run("dvc", "queue", "start", "-j", "1")
+        deadline = time.time() + 300
+        while re.search(r"Queued|Running", run("dvc", "queue", "status").stdout) and time.time() < deadline:
+            time.sleep(2)
+        outs.append(run("dvc", "queue", "status").stdout)
+        assert "Failed" in outs[-1], outs[-1]
+    else:
+        assert any(msg in out for out in outs for msg in ("must be a name of letters", "is not a safe name")), outs
+    assert not pwned.exists()
+    assert not list(tmp_path.rglob("PWNED*"))
 
 
 def test_more_steps_and_a_code_edit_outside_the_model_continue_the_run(whole, tmp_path):
@@ -431,3 +464,39 @@ def test_missing_inputs_are_refused_at_plan_time(tmp_path, key, value, message):
     # Planning alone (a preset's dry run on a login node without the data) is not refused.
     dry = subprocess.run(["snakemake", "--cores", "1", "-n"], cwd=p, env=env, capture_output=True, text=True)
     assert dry.returncode == 0, dry.stderr[-1500:]
+
+
+# A billion laughs as one flow value: each of 9 levels 9 aliases of the one before (9^9 values from 350 bytes).
+LAUGHS = "[" + ", ".join(f"&{a} [{', '.join([f'*{p}'] * 9 if p else ['lol'] * 9)}]"
+                         for a, p in zip("abcdefghi", [None, *"abcdefgh"], strict=True)) + "]"
+
+
+@pytest.mark.parametrize("where", ["data.name", "model_args", "recursive", "size"])
+def test_hostile_params_files_are_refused_at_once(tmp_path, where):
+    """A 1 KB alias bomb (10^9 values once expanded), an alias that contains itself and a 2 MB params
+    file are each refused in one line naming the file, by `diffzoo check` and by Snakemake's planning,
+    in well under the seconds a bomb takes to hang them."""
+    raw = tiny_params()
+    if where == "size":
+        raw["comment"] = "x" * 2_000_000
+        text = yaml.safe_dump(raw)
+    elif where == "recursive":
+        text = yaml.safe_dump(raw) + "loop: &loop [1, *loop]\n"
+    else:
+        if where == "data.name":
+            raw["data"]["name"] = "BOMB"
+        else:
+            raw["experiments"]["a"]["model_args"]["extra"] = "BOMB"
+        text = yaml.safe_dump(raw).replace("BOMB", LAUGHS)
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    t0 = time.perf_counter()
+    proc = diffzoo(tmp_path, "check", "--params", "params.yaml", check=False)
+    expected = {"size": "a params file is at most", "recursive": "contains itself"}.get(where, "alias bomb")
+    one_line_error(proc, "params.yaml", expected)
+    plan = subprocess.run(["snakemake", "-n", "--cores", "1", "-s", str(ROOT / "Snakefile"), "--configfile",
+                           str(path)], cwd=tmp_path, env=dict(ENV, PATH=str(Path(sys.executable).parent) + os.pathsep
+                                                                 + os.environ["PATH"]),
+                          capture_output=True, text=True, timeout=120)
+    assert plan.returncode != 0 and expected in plan.stdout + plan.stderr, (plan.stdout + plan.stderr)[-2000:]
+    assert time.perf_counter() - t0 < 60

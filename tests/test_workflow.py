@@ -79,9 +79,18 @@ def sh(project: Path, *cmd: str) -> str:
     return out
 
 
+# DVC's per-experiment stages take the id from DVC_STAGE (no id in their command line): the stage name
+# says which command ran for which id.
+DVC_STAGE_RAN = re.compile(r"Running stage '([\w-]+)@([^']+)'")
+DVC_COMMAND = {"code": "code-digest", "train": "train", "sample": "sample", "evaluate": "evaluate",
+               "sampling": "sample", "evaluate-sampling": "evaluate"}
+
+
 def jobs(output: str) -> set[tuple[str, str | None]]:
     """(stage, experiment) of every diffzoo call an engine printed (ran or planned)."""
     found = {(m.group(1), m.group(2)) for m in STAGE_CMD.finditer(output)}
+    found -= {(DVC_COMMAND[m.group(1)], None) for m in DVC_STAGE_RAN.finditer(output)}
+    found |= {(DVC_COMMAND[m.group(1)], m.group(2)) for m in DVC_STAGE_RAN.finditer(output)}
     return found - {("check", None)}  # DVC's params check reruns on any params change (it is cheap)
 
 

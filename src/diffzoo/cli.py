@@ -11,6 +11,7 @@ import ast
 import contextlib
 import importlib
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, help_text in table.items():
         sub.add_parser(name, help=help_text, description=help_text)  # arguments: added below, by the module
     known, _ = parser.parse_known_args(argv[:1] if argv and not argv[0].startswith("-") else argv)
+    try:
+        argv = _experiment_of_dvc_stage(argv)
+    except DiffzooError as err:
+        return _fail(known.command, str(err))
     module = importlib.import_module(f"diffzoo.stages.{known.command.replace('-', '_')}")
     sub_parser = argparse.ArgumentParser(prog=f"diffzoo {known.command}", description=table[known.command])
     module.add_arguments(sub_parser)
@@ -57,6 +62,29 @@ def main(argv: list[str] | None = None) -> int:
             raise
         where = f"{err.filename}: " if err.filename else ""
         return _fail(known.command, f"{where}{err.strerror or describe(err)}")
+
+
+DVC_STAGE_FLAG = "--experiment-of-dvc-stage"
+
+
+def _experiment_of_dvc_stage(argv: list[str]) -> list[str]:
+    """`--experiment-of-dvc-stage` (dvc.yaml's per-experiment stages): `--experiment ID` with ID the part
+    after '@' of $DVC_STAGE, which DVC sets for each stage it runs (`train@ID`). So no id from the params
+    ever stands in a DVC command line, where the shell would read it: DVC stages may run without the
+    `check` stage that validates ids (`dvc repro -s`, `--downstream`). The id is checked here."""
+    if DVC_STAGE_FLAG not in argv:
+        return argv
+    from .params import ID_PATTERN
+
+    stage = os.environ.get("DVC_STAGE", "")
+    run_id = stage.partition("@")[2]
+    if not run_id:
+        raise DiffzooError(f"{DVC_STAGE_FLAG} reads the experiment from DVC_STAGE (set by DVC: train@ID); "
+                           f"got {stage!r}")
+    if not re.fullmatch(ID_PATTERN.strip("^$"), run_id):
+        raise DiffzooError(f"DVC stage {stage[:80]!r}: the id is not a safe name (letters, digits, _ - . only; "
+                           "not starting with . _ or -): rename it in params.yaml")
+    return [a for a in argv if a != DVC_STAGE_FLAG] + ["--experiment", run_id]
 
 
 def _fail(command: str, message: str) -> int:

@@ -696,13 +696,55 @@ def read_yaml(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise DiffzooError(f"params file {path} does not exist")
+    size = path.stat().st_size
+    if size > MAX_PARAMS_BYTES:
+        raise DiffzooError(f"{path}: {size:,} bytes; a params file is at most {MAX_PARAMS_BYTES:,} bytes")
+    loader = _UniqueKeyLoader(path.read_text())
     try:
-        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        node = loader.get_single_node()  # composed (aliases are shared nodes), measured, then constructed
+        if node is None:
+            return None
+        try:
+            values = _expanded_size(node, {}, set())
+        except DiffzooError as err:
+            raise DiffzooError(f"{path}: {err}") from None
+        if values > MAX_PARAMS_VALUES:
+            raise DiffzooError(f"{path}: its YAML aliases expand to more than {MAX_PARAMS_VALUES:,} values, the "
+                               "most a params file may hold (an alias bomb?)")
+        return loader.construct_document(node)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise DiffzooError(f"{where}: invalid YAML: {problem}") from None
+    finally:
+        loader.dispose()
+
+
+MAX_PARAMS_BYTES = 1_000_000   # the largest preset is about 4 KB
+MAX_PARAMS_VALUES = 100_000    # values after expanding aliases (a billion-laughs file: 10^9 from 1.6 KB)
+
+
+def _expanded_size(node, sizes: dict, open_nodes: set) -> int:
+    """How many values a YAML node stands for once every alias is expanded (each shared node counted
+    once per use, computed once: a bomb is measured without being expanded); a node that contains
+    itself is refused."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        mark = node.start_mark
+        raise DiffzooError(f"line {mark.line + 1}, column {mark.column + 1}: a YAML alias that contains itself")
+    open_nodes.add(key)
+    if isinstance(node, yaml.MappingNode):
+        n = 1 + sum(_expanded_size(k, sizes, open_nodes) + _expanded_size(v, sizes, open_nodes) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        n = 1 + sum(_expanded_size(v, sizes, open_nodes) for v in node.value)
+    else:
+        n = 1
+    open_nodes.discard(key)
+    sizes[key] = min(n, 10 * MAX_PARAMS_VALUES)  # enough to refuse; keeps the sums small
+    return sizes[key]
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:

@@ -25,7 +25,8 @@ try:
     _raw = merge(_raw, typed_leaves(dict(workflow.config_settings.config)))
     PARAMS = validate(_raw)
 except DiffzooError as err:
-    sys.exit(f"diffzoo: {', '.join(_files)}: {err}")
+    _where = "" if any(str(err).startswith(f) for f in _files) else f"{', '.join(_files)}: "
+    sys.exit(f"diffzoo: {_where}{err}")
 validate_schema(_raw, "../schemas/params.schema.json", set_default=False)  # the schema derived from the same types
 write_yaml(PARAMS_FILE, _raw)
 
