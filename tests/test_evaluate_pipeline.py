@@ -212,3 +212,26 @@ def test_adm_argument_order_gives_the_same_numbers(tmp_path, data, trained, refe
     adm = json.loads(out.read_text())
     assert {k: adm[k] for k in ("fid", "precision", "recall", "inception_score")} == \
         {k: ours[k] for k in ("fid", "precision", "recall", "inception_score")}
+
+
+def test_a_broken_reference_feature_cache_is_recomputed_not_used(tmp_path, data, trained, capsys):
+    """The reference-pool cache (an ADM batch's arr_0 through our extractor) is written atomically, and a
+    cache file cut short or forged is reported and recomputed, not trusted or fatal."""
+    from diffzoo.evaluate.reference import reference_features
+
+    images = data[1][:300]
+    feats = ClassifierExtractor(trained)(images)["pool"].double().numpy()
+    np.savez(tmp_path / "adm.npz", arr_0=images, mu=feats.mean(0), sigma=np.cov(feats, rowvar=False))
+    ref, ext, cache = load_reference(tmp_path / "adm.npz"), ClassifierExtractor(trained), tmp_path / "cache"
+    first = reference_features(ref, ext, cache_dir=cache)
+    (cached,) = cache.glob("refpool-*.npy")
+    assert not list(cache.glob("*.tmp"))
+    np.testing.assert_allclose(first, feats, rtol=1e-5, atol=1e-5)
+    for broken in (cached.read_bytes()[:200], b"garbage", b""):
+        cached.write_bytes(broken)
+        capsys.readouterr()
+        np.testing.assert_array_equal(reference_features(ref, ext, cache_dir=cache), first)
+        assert "recomputed" in capsys.readouterr().err
+    np.save(cached, first[:10])  # a readable file of another reference's size
+    np.testing.assert_array_equal(reference_features(ref, ext, cache_dir=cache), first)
+    np.testing.assert_array_equal(np.load(cached), first)

@@ -500,3 +500,80 @@ def test_hostile_params_files_are_refused_at_once(tmp_path, where):
                           capture_output=True, text=True, timeout=120)
     assert plan.returncode != 0 and expected in plan.stdout + plan.stderr, (plan.stdout + plan.stderr)[-2000:]
     assert time.perf_counter() - t0 < 60
+
+
+def _npz_with(path: Path, members: dict[str, bytes]) -> Path:
+    import zipfile
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def _npy(array) -> bytes:
+    import io
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=True)
+    return buf.getvalue()
+
+
+def _forged_header(shape) -> bytes:
+    """An .npy header claiming `shape` of uint8, with no data after it."""
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+MALFORMED_SAMPLES = {
+    "bad magic": ({"arr_0.npy": b"not an npy file at all"}, "not a readable sample file"),
+    "bad header": ({"arr_0.npy": b"\x93NUMPY\x01\x00\x10\x00{'descr': oops}  \n"}, "not a readable sample file"),
+    "10^15 images": ({"arr_0.npy": _forged_header((10**15, 8, 8, 3))}, "forged header"),
+    "truncated": ({"arr_0.npy": _npy(np.zeros((40, 8, 8, 3), np.uint8))[:-500]}, "truncated"),
+    "pickled labels": ({"labels.npy": _npy(np.array([{"a": 1}] * 4, dtype=object))}, "labels are object"),
+    "float labels": ({"labels.npy": _npy(np.full(4, 1.5))}, "labels are float64"),
+    "nan labels": ({"labels.npy": _npy(np.full(4, np.nan))}, "labels are float64"),
+    "negative labels": ({"labels.npy": _npy(np.full(4, -3))}, "labels has -3"),
+    "garbage labels": ({"labels.npy": b"\x00" * 64}, "not a readable sample file"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_SAMPLES))
+def test_malformed_sample_files_are_refused_in_one_line(tmp_path, case):
+    """A sample npz with a broken or forged member: one line naming the file, before any image is read
+    or any memory is taken for the count its header claims; labels must be whole numbers >= 0."""
+    members, expected = MALFORMED_SAMPLES[case]
+    members = {"arr_0.npy": _npy(np.zeros((4, 8, 8, 3), np.uint8)), **members}
+    path = _npz_with(tmp_path / "samples.npz", members)
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, arr_0=np.zeros((4, 8, 8, 3), np.uint8))
+    proc = diffzoo(tmp_path, "evaluate", str(ref), str(path), "--extractor", "classifier", check=False)
+    one_line_error(proc, "samples.npz", expected)
+
+
+def test_nan_weights_and_a_diverging_training_are_refused(prepared, tmp_path):
+    """A loss that turns NaN stops the training in one line, without a checkpoint of NaN weights; a model
+    file holding NaN is refused by sampling (it once gave all-black samples and exit 0)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    root = clone(prepared, tmp_path / "p")
+    edit_params(root, lambda raw: raw["train"].update(steps=30, lr=1.0e12, ckpt_every=5, log_every=5))
+    proc = diffzoo(root, "train", "--params", "params.yaml", "--experiment", "a", check=False)
+    one_line_error(proc, "training diverged")
+    for ckpt in (root / "data/experiments/a/checkpoints").glob("step-*.pt"):
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point()), ckpt
+    # A model that trained, then a NaN in its file.
+    edit_params(root, lambda raw: raw["train"].update(steps=5, lr=1.0e-3))
+    subprocess.run(["rm", "-rf", str(root / "data/experiments/a/checkpoints")], check=True)
+    diffzoo(root, "train", "--params", "params.yaml", "--experiment", "a")
+    weights = root / "data/experiments/a/model.safetensors"
+    tensors = load_file(weights)
+    name = next(k for k, t in tensors.items() if t.is_floating_point())
+    tensors[name][...] = float("nan")
+    weights.unlink()  # (the artifact may be a link into a cache: write a file of its own)
+    save_file(tensors, weights)
+    proc = diffzoo(root, "sample", "--params", "params.yaml", "--experiment", "a", check=False)
+    one_line_error(proc, "model.safetensors", "NaN or inf")
+    assert not (root / "data/experiments/a/samples.npz").exists()

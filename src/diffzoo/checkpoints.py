@@ -161,6 +161,11 @@ def load_model(path: str | Path) -> nn.Module:
     from .models import create_model
 
     tensors, config = load_checkpoint(path)
+    diverged = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if diverged:
+        more = f" (+{len(diverged) - 3} more)" if len(diverged) > 3 else ""
+        raise DiffzooError(f"{path}: {len(diverged)} weight tensors hold NaN or inf ({', '.join(diverged[:3])}{more}): "
+                           "the training that wrote it diverged; its samples would be blank")
     model = create_model(config["model"], **config.get("model_args", {}))
     load_weights(model, tensors, str(path))
     return model

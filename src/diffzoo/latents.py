@@ -103,7 +103,11 @@ def make_codec(vae: str, scale: float | None, device: torch.device | str = "cpu"
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """[-1, 1] images (N, C, H, W) -> uint8 (N, H, W, C) exactly as DiT's sample_ddp.py does."""
+    """[-1, 1] images (N, C, H, W) -> uint8 (N, H, W, C) exactly as DiT's sample_ddp.py does. NaN or inf
+    (a diverged model) is refused: the cast would write them as black pixels."""
+    if not torch.isfinite(x).all():
+        raise DiffzooError(f"{int((~torch.isfinite(x)).sum())} of {x.numel()} decoded values are NaN or inf: the "
+                           "model or its sampling diverged; nothing written")
     return torch.clamp(127.5 * x + 128.0, 0, 255).permute(0, 2, 3, 1).to("cpu", dtype=torch.uint8).numpy()
 
 

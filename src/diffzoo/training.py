@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ import torch
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
                                                      set_optimizer_state_dict)
 
+from .errors import DiffzooError
 from .diffusion.gaussian_diffusion import rand
 from .params import TrainConfig
 from .runtime import Process
@@ -275,6 +277,7 @@ def train_loop(model: torch.nn.Module, ema: torch.nn.Module, net: torch.nn.Modul
             now = time.perf_counter()
             state.elapsed += now - t_window
             row, mean = _log_row(window, done, cfg.global_batch_size / max(now - t_window, 1e-9), proc)
+            _refuse_diverged(mean["loss"], done, state.step)
             state.log_rows.append(row)
             t_window = now
             progress.note(f"step {done}/{cfg.steps} loss {mean['loss']:.4f} {mean['images_per_s']:.1f} images/s "
@@ -282,6 +285,7 @@ def train_loop(model: torch.nn.Module, ema: torch.nn.Module, net: torch.nn.Modul
             log.write(state.log_rows)  # the loss TSV follows the run, not only its checkpoints
             window = {}
         if done % cfg.ckpt_every == 0 or done == cfg.steps:
+            _refuse_diverged(loss.item(), done, state.step)  # never a checkpoint of NaN weights
             state.step = done
             checkpointer.save(done, model, ema, opt, state)
             log.write(state.log_rows)
@@ -289,6 +293,13 @@ def train_loop(model: torch.nn.Module, ema: torch.nn.Module, net: torch.nn.Modul
     progress.close()
     state.step = max(state.step, cfg.steps)
     return state
+
+
+def _refuse_diverged(loss: float, step: int, saved: int) -> None:
+    if not math.isfinite(loss):
+        kept = f"the checkpoint of step {saved} is kept" if saved else "no checkpoint was written"
+        raise DiffzooError(f"the loss is {loss} at step {step}: training diverged ({kept}); lower train.lr, or "
+                           "check the data")
 
 
 def _log_row(window: dict[str, list], step: int, batches_per_s: float, proc: Process) -> tuple[str, dict]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Iterator
@@ -106,6 +107,24 @@ def npz_member_header(path: str | Path, key: str) -> tuple[tuple, np.dtype] | No
     return tuple(shape), np.dtype(dtype)
 
 
+MAX_LABELS_BYTES = 1 << 30
+
+
+def _read_labels(zf: zipfile.ZipFile, path: Path) -> np.ndarray:
+    """labels.npy of a sample file: whole numbers >= 0, never a pickle, of a size the member holds."""
+    with zf.open("labels.npy") as fp:
+        shape, _fortran, dtype = _npy_header(fp)
+        size = int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
+        if size > min(zf.getinfo("labels.npy").file_size, MAX_LABELS_BYTES):
+            raise DiffzooError(f"{path}: labels claims {size:,} bytes that the file does not hold")
+    if not np.issubdtype(np.dtype(dtype), np.integer):
+        raise DiffzooError(f"{path}: labels are {np.dtype(dtype)}; class labels are whole numbers (int64)")
+    labels = np.load(zf.open("labels.npy"), allow_pickle=False)
+    if labels.size and labels.min() < 0:
+        raise DiffzooError(f"{path}: labels has {labels.min()}; class labels are 0 or more")
+    return labels
+
+
 class NpzImages(ImageSource):
     """``arr_0`` (or another key) of an ADM-format npz, decoded from the zip member in batches."""
 
@@ -122,12 +141,21 @@ class NpzImages(ImageSource):
                                        "in arr_0")
                 with zf.open(f"{key}.npy") as fp:
                     shape, fortran, dtype = _npy_header(fp)
-                labels = np.load(zf.open("labels.npy")) if "labels.npy" in names else None
+                    header_bytes = fp.tell()
+                stored = zf.getinfo(f"{key}.npy").file_size
+                labels = _read_labels(zf, path) if "labels.npy" in names else None
         except zipfile.BadZipFile as err:
             raise DiffzooError(f"{path}: not an .npz file ({err})") from None
+        except (ValueError, OSError, EOFError, zlib.error) as err:  # a bad magic or header, a broken member
+            raise DiffzooError(f"{path}: not a readable sample file: {err}") from None
         check_image_array(shape, dtype, f"{path} {key}")
         if fortran:
             raise DiffzooError(f"{path} {key}: Fortran-ordered arrays are not supported; save it C-ordered")
+        claimed = int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
+        if header_bytes + claimed > stored:  # checked before anything is allocated for that many images
+            raise DiffzooError(f"{path}: {key} claims {shape[0]:,} images of {shape[1]}x{shape[2]} "
+                               f"({claimed:,} bytes) but holds {max(stored - header_bytes, 0):,} bytes: truncated "
+                               "or a forged header")
         if labels is not None and labels.shape != (shape[0],):
             raise DiffzooError(f"{path}: labels has shape {labels.shape}, expected ({shape[0]},)")
         super().__init__(str(path), shape[0], shape[1], shape[2], labels)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,11 +196,18 @@ def reference_features(ref: Reference, extractor, batch_size: int = 100,
         key = hashlib.sha256(f"{sha256_file(ref.path)}:{extractor.name}:{extractor.weights_sha256}".encode())
         cached = Path(cache_dir) / f"refpool-{key.hexdigest()[:32]}.npy"
         if cached.is_file():
-            return np.load(cached)
+            try:
+                feats = np.load(cached, allow_pickle=False)
+                if feats.ndim == 2 and len(feats) == ref.images.num_images and np.isfinite(feats).all():
+                    return feats
+            except (ValueError, OSError, EOFError):
+                pass
+            print(f"{cached}: unreadable or not the reference's features (an interrupted write?): recomputed",
+                  file=sys.stderr)
     feats = stream_features(ref.images, extractor, batch_size).kept_pool
     if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        np.save(cached, feats)
+        with atomic_path(cached) as tmp, open(tmp, "wb") as f:  # a reader never sees half a cache file
+            np.save(f, feats)
     return feats
 
 
