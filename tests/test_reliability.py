@@ -577,3 +577,28 @@ def test_nan_weights_and_a_diverging_training_are_refused(prepared, tmp_path):
     proc = diffzoo(root, "sample", "--params", "params.yaml", "--experiment", "a", check=False)
     one_line_error(proc, "model.safetensors", "NaN or inf")
     assert not (root / "data/experiments/a/samples.npz").exists()
+
+
+def test_two_standalone_samplings_into_one_file_do_not_destroy_each_other(prepared, tmp_path):
+    """`diffzoo sample --ckpt` takes a lock per output file: a second sampling into the same --out (from
+    any folder) is refused in one line while the first holds it, instead of deleting its parts."""
+    import fcntl
+
+    root = clone(prepared, tmp_path / "p")
+    edit_params(root, lambda raw: raw["train"].update(steps=2, ckpt_every=2, log_every=2))
+    diffzoo(root, "train", "--params", "params.yaml", "--experiment", "a")
+    out = tmp_path / "shared" / "samples.npz"
+    out.parent.mkdir()
+    argv = ["sample", "--ckpt", str(root / "data/experiments/a/model.safetensors"), "--num-fid-samples", "4",
+            "--per-proc-batch-size", "4", "--num-sampling-steps", "2", "--out", str(out)]
+    lock = out.parent / ".samples.npz.sample.lock"
+    with open(lock, "a+") as held:  # the first sampling, as far as the lock can tell
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("pid 1 on elsewhere since then\n")
+        held.flush()
+        proc = diffzoo(tmp_path, *argv, check=False)
+        one_line_error(proc, "already running", str(lock))
+        assert not out.exists()
+    diffzoo(root, *argv)  # from another folder, once the first is done
+    with np.load(out) as z:
+        assert z["arr_0"].shape[0] == 4

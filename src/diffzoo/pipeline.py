@@ -8,6 +8,8 @@ same code as `deps:` (tests/test_params.py checks that the two agree).
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib
 from pathlib import Path
 
@@ -29,6 +31,22 @@ def code_files(stage: str, params=None, run_id: str | None = None) -> list[str]:
     """The stage's source files; for train and sample also the backbone's own files."""
     model = params.run(run_id).model if stage in ("train", "sample") and params is not None and run_id else None
     return source_files(stage_module(stage).CODE, model)
+
+
+def code_digest(stage: str, params=None, run_id: str | None = None) -> str:
+    """sha256 over the names and contents of the stage's source files (code_files): a rule's param, so
+    Snakemake reruns a job when its code's content changes, as DVC does, and not only when a file's
+    modification time is newer than the outputs (rsync -a, cp -p, tar x or clock skew keep old times)."""
+    return _digest_of(tuple(code_files(stage, params, run_id)))
+
+
+@functools.cache
+def _digest_of(files: tuple[str, ...]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{Path(f).as_posix().split('diffzoo/', 1)[-1]}\0".encode())
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()[:16]
 
 
 def train_inputs(params, run_id: str) -> list[str]:

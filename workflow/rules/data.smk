@@ -10,6 +10,7 @@ rule dataset:
         directory(PATHS["raw"]),
     params:
         slice=pipeline.stage_slice(PARAMS, "dataset"),
+        code=pipeline.code_digest("dataset"),  # rerun on a content change, whatever its mtime
         file=PARAMS_FILE,
     log:
         "logs/dataset.log",
@@ -28,6 +29,7 @@ rule images:
         directory(PATHS["images"]),
     params:
         slice=pipeline.stage_slice(PARAMS, "images"),
+        code=pipeline.code_digest("images"),  # rerun on a content change, whatever its mtime
         file=PARAMS_FILE,
     threads: data_threads()
     resources:
@@ -55,6 +57,7 @@ rule autoencoder:  # latents.vae: autoencoder -- the latent-diffusion autoencode
         grid=report(PATHS["autoencoder_grid"], caption="../report/autoencoder.rst", category="Autoencoder"),
     params:
         slice=pipeline.stage_slice(PARAMS, "autoencoder"),
+        code=pipeline.code_digest("autoencoder"),  # rerun on a content change, whatever its mtime
         file=PARAMS_FILE,
     log:
         "logs/autoencoder.log",
@@ -79,6 +82,7 @@ rule latents:  # one job per codec: the latents section's ("" suffix) and any an
         directory(str(PATHS["latents"]) + "{codec}"),
     params:
         slice=lambda w: pipeline.stage_module("latents").params_slice(PARAMS, codec=w.codec),
+        code=pipeline.code_digest("latents"),  # rerun on a content change, whatever its mtime
         file=PARAMS_FILE,
     log:
         "logs/latents{codec}.log",
@@ -100,6 +104,7 @@ rule reference:
         directory(PATHS["reference"]),
     params:
         slice=pipeline.stage_slice(PARAMS, "reference"),
+        code=pipeline.code_digest("reference"),  # rerun on a content change, whatever its mtime
         file=PARAMS_FILE,
     log:
         "logs/reference.log",

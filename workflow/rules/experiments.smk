@@ -19,6 +19,7 @@ rule train:
         log=exp_path("train_log"),
     params:
         slice=lambda w: pipeline.stage_slice(PARAMS, "train", w.exp),
+        code=lambda w: pipeline.code_digest("train", PARAMS, w.exp),  # rerun on a content change
         file=PARAMS_FILE,
     log:
         "logs/train-{exp}.log",
@@ -45,6 +46,7 @@ rule import_weights:  # experiments with train.checkpoint: the released file is 
         log=exp_path("train_log"),
     params:
         slice=lambda w: pipeline.stage_slice(PARAMS, "train", w.exp),
+        code=lambda w: pipeline.code_digest("train", PARAMS, w.exp),  # rerun on a content change
         file=PARAMS_FILE,
     log:
         "logs/import-{exp}.log",
@@ -68,6 +70,7 @@ rule sample:
         grid=report(exp_path("grid"), caption="../report/grid.rst", category="Sample grids", subcategory="{exp}"),
     params:
         slice=lambda w: pipeline.stage_slice(PARAMS, "sample", w.exp),
+        code=lambda w: pipeline.code_digest("sample", PARAMS, w.exp),  # rerun on a content change
         file=PARAMS_FILE,
     log:
         "logs/sample-{exp}.log",
@@ -91,6 +94,7 @@ rule evaluate:
         headline=exp_path("headline"),
     params:
         slice=lambda w: pipeline.stage_slice(PARAMS, "evaluate", w.exp),
+        code=pipeline.code_digest("evaluate"),  # rerun on a content change, whatever its mtime
         file=PARAMS_FILE,
     log:
         "logs/evaluate-{exp}.log",

@@ -16,6 +16,7 @@ rule report:
         [in_report(path) for path in REPORT_OUTPUTS],
     params:
         slice=pipeline.stage_slice(PARAMS, "report"),
+        code=pipeline.code_digest("report"),  # rerun on a content change, whatever its mtime
         file=PARAMS_FILE,
     log:
         "logs/report.log",

@@ -20,7 +20,7 @@ from pathlib import Path
 from .. import hub
 from ..errors import DiffzooError
 from ..params import SampleConfig, load_params, paths
-from ..utils import content_hash, remove_tree, sha256_file
+from ..utils import content_hash, remove_tree, sha256_file, stage_lock
 
 CODE = ["sampling.py", "runtime.py", "stages/sample.py", "latents.py", "diffusion/*.py", "checkpoints.py",
         "report/figures.py"]
@@ -162,7 +162,11 @@ def run(args) -> int:
         if args.experiment:
             raise DiffzooError("give --experiment (with --params) or --ckpt, not both")
         relaunch_under_torchrun(["sample", *_standalone_argv(args)])
-        sample_checkpoint(args)
+        out = Path(args.out).resolve()
+        # One writer per output file (its parts folder is cleared of other settings' parts): a second
+        # sampling into the same --out is refused, whatever folder it runs from.
+        with stage_lock(f".{out.name}.sample", out.parent):
+            sample_checkpoint(args)
         return 0
     if not args.experiment:
         raise DiffzooError("give --experiment ID (the pipeline) or --ckpt FILE (without a params file)")
