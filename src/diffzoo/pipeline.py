@@ -44,7 +44,9 @@ def code_digest(stage: str, params=None, run_id: str | None = None) -> str:
 def _digest_of(files: tuple[str, ...]) -> str:
     h = hashlib.sha256()
     for f in files:
-        h.update(f"{Path(f).as_posix().split('diffzoo/', 1)[-1]}\0".encode())
+        path = Path(f).resolve()
+        name = path.relative_to(PACKAGE.resolve()) if path.is_relative_to(PACKAGE.resolve()) else path
+        h.update(f"{name.as_posix()}\0".encode())  # package-relative: a moved or copied project agrees
         h.update(Path(f).read_bytes())
     return h.hexdigest()[:16]
 
