@@ -420,7 +420,7 @@ def test_empty_class_folders_are_refused_by_the_images_stage(tmp_path):
 def test_documented_values_and_a_spaced_configfile_plan_under_snakemake(tmp_path):
     """`sampling_steps: "5,5"` (a respacing) and `train_gpus: 0` (a CPU job) once crashed planning;
     a --configfile whose name has a space once broke every job's command."""
-    from test_workflow import make_project, sh
+    from test_workflow import make_project, sh, snapshot
 
     p = make_project(tmp_path / "smk")
     (p / "my params.yaml").write_text(json.dumps({"experiments": {"dit": {"sample": {"sampling_steps": "5,5"}}},
@@ -428,7 +428,7 @@ def test_documented_values_and_a_spaced_configfile_plan_under_snakemake(tmp_path
     out = sh(p, "snakemake", "--cores", "2", "-n", "-p", "--configfile", "params.yaml", "my params.yaml")
     assert "diffzoo train" in out and "sampling_steps" not in out
     sh(p, "snakemake", "--cores", "2", "data/digits/images-8", "--configfile", "params.yaml", "my params.yaml")
-    merged = json.loads(json.dumps(__import__("yaml").safe_load((p / ".snakemake/diffzoo/params.yaml").read_text())))
+    merged = snapshot(p)
     assert merged["experiments"]["dit"]["sample"]["sampling_steps"] == "5,5"
     assert merged["resources"]["train_gpus"] == 0
 

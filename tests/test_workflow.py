@@ -63,6 +63,12 @@ def make_project(dest: Path) -> Path:
     return dest
 
 
+def snapshot(project: Path) -> dict:
+    """The params the last Snakemake call's jobs read: its content-named snapshot (common.smk)."""
+    files = sorted((project / ".snakemake/diffzoo").glob("params-*.yaml"), key=lambda f: f.stat().st_mtime_ns)
+    return yaml.safe_load(files[-1].read_text())
+
+
 def write_params(project: Path, raw: dict) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
@@ -179,7 +185,7 @@ def test_snakemake_end_to_end_and_caching(tmp_path):
 
     # 6. `--config` changes a value for this run only: the jobs read the merged params.
     assert jobs(snakemake("-n", "--config", "experiments={dit: {train: {steps: 18}}}")) == chain("dit")
-    merged = yaml.safe_load(read(p, ".snakemake/diffzoo/params.yaml"))
+    merged = snapshot(p)
     assert merged["experiments"]["dit"]["train"] == {"steps": 18} and merged["experiments"]["dis"]
 
     # 4. Adding an experiment runs only its chain.
@@ -195,12 +201,12 @@ def test_snakemake_merges_configfiles_and_config_and_refuses_bad_values_before_a
     (p / "a.yaml").write_text(yaml.safe_dump(base))
     (p / "b.yaml").write_text(yaml.safe_dump({"train": {"steps": 7}, "sample": {"cfg_scale": 1.5}}))
     out = sh(p, "snakemake", "-n", "--cores", "1", "--configfile", "a.yaml", "b.yaml", "--config", "train={lr: 0.01}")
-    merged = yaml.safe_load(read(p, ".snakemake/diffzoo/params.yaml"))
+    merged = snapshot(p)
     # b over a, key by key; --config over both; the rest from a.
     assert merged["train"]["steps"] == 7 and merged["train"]["lr"] == 0.01
     assert merged["train"]["global_batch_size"] == base["train"]["global_batch_size"]
     assert merged["sample"]["cfg_scale"] == 1.5 and merged["sample"]["num_samples"] == base["sample"]["num_samples"]
-    assert all(cmd.count("--params .snakemake/diffzoo/params.yaml") for cmd in out.splitlines() if "diffzoo " in cmd
+    assert all(cmd.count('--params "$DIFFZOO_PARAMS"') for cmd in out.splitlines() if "diffzoo " in cmd
                and "--params" in cmd)
     for args, message in ((["--config", "train={steps: -1}"], "train.steps = -1 must be >= 1"),
                           (["--config", "sample={cfg: 2}"], "unknown key sample.cfg"),

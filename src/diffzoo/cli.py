@@ -54,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         os.environ.update(slurm_task_env(dict(os.environ)))  # a rank of `srun --ntasks=N`: before the lock
         with _lock(known.command, module, args), _timed(known.command, module, args):
-            return int(module.run(args) or 0)
+            code = int(module.run(args) or 0)
+            if code == 0 and _artifact_writer(module, args):
+                _stamp(known.command, args)
+            return code
     except DiffzooError as err:
         return _fail(known.command, str(err))
     except OSError as err:  # permission denied, no space left on the device, a vanished file
@@ -96,6 +99,16 @@ def _fail(command: str, message: str) -> int:
 def _artifact_writer(module, args) -> bool:
     """A pipeline stage run (a --params form of a command that writes pipeline artifacts)."""
     return getattr(module, "LOCK", True) and bool(getattr(args, "params", None))
+
+
+def _stamp(command: str, args) -> None:
+    """A pipeline job's identity, stamped on what it made (diffzoo.pipeline.write_stamp), so either
+    engine can tell an artifact made under other params or code."""
+    from .params import load_params
+    from .pipeline import write_stamp
+
+    if int(os.environ.get("RANK", "0")) == 0:  # one writer (torchrun / srun ranks)
+        write_stamp(load_params(args.params), command, getattr(args, "experiment", None), getattr(args, "codec", ""))
 
 
 def _timed(command: str, module, args):

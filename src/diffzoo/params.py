@@ -764,6 +764,20 @@ def write_yaml(path: str | Path, raw: dict) -> None:
         tmp.write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
+PARAMS_ENV = "DIFFZOO_PARAMS"  # the Snakemake run's params snapshot, which every job of the run reads
+SNAPSHOT_DIR = Path(".snakemake") / "diffzoo"
+
+
+def write_snapshot(raw: dict, folder: Path = SNAPSHOT_DIR) -> str:
+    """The merged params of a run as `folder/params-<digest>.yaml`, named by their content: written once
+    (atomically) and never overwritten, so a later call with other params cannot change what the jobs
+    of a run in progress read. Returns the path."""
+    path = folder / f"params-{json_digest(raw)[:16]}.yaml"
+    if not path.is_file():
+        write_yaml(path, raw)
+    return str(path)
+
+
 def typed_leaves(value):
     """Snakemake's `--config KEY=VALUE` reads a nested VALUE with YAML's BaseLoader, which makes every
     leaf a string (`train={steps: 30}` gives steps '30'): read each leaf again as the YAML scalar it
@@ -825,6 +839,7 @@ def paths(params: Params, run_id: str | None = None) -> dict[str, Path]:
             "train_metrics": Path("results") / "train" / f"{trained}.json",
             "train_log": Path("results") / "train" / f"{trained}.tsv",
             "samples": e / "samples.npz",
+            "sample_record": e / "samples.json",  # how they were drawn, and how many (the table's setting)
             "grid": Path("results") / "samples" / f"{run_id}.png",
             "metrics": Path("results") / "metrics" / f"{run_id}.json",
             "headline": Path("results") / "headline" / f"{run_id}.json",  # the few numbers `dvc exp show` lists
@@ -844,4 +859,4 @@ def json_schema() -> dict:
 
 
 __all__ = ["Params", "Run", "SECTIONS", "load_params", "validate", "check_inputs", "merge", "typed_leaves", "read_yaml",
-           "write_yaml", "paths", "data_dir", "json_schema"]
+           "write_yaml", "write_snapshot", "PARAMS_ENV", "paths", "data_dir", "json_schema"]

@@ -78,9 +78,15 @@ def images_input(params, stage: str) -> list[str]:
     return [str(paths(params)["images"])] if needed else []
 
 
-def stage_slice(params, stage: str, run_id: str | None = None) -> dict:
-    """The params a stage reads, with defaults filled in; the engines rerun a job when it changes."""
-    return stage_module(stage).params_slice(params, run_id)
+def stage_slice(params, stage: str, run_id: str | None = None, codec: str | None = None) -> dict:
+    """The params a stage reads, with defaults filled in; the engines rerun a job when it changes. Keys
+    sorted: Snakemake compares a rule's params with their order, and the order of keys in a YAML file
+    means nothing (reformatting params.yaml must not retrain)."""
+    import json
+
+    piece = (stage_module(stage).params_slice(params, run_id) if codec is None
+             else stage_module(stage).params_slice(params, run_id, codec=codec))
+    return json.loads(json.dumps(piece, sort_keys=True))
 
 
 def gpus(params, stage: str) -> int:
@@ -113,3 +119,106 @@ def resources(params, stage: str) -> dict:
 
 def report_outputs(params) -> list[str]:
     return stage_module("report").outputs(params)
+
+
+# --- Artifact identity, shared by the engines --------------------------------------------------------
+# Each pipeline job stamps what it made with its identity: a digest of the params slice it read and its
+# code (what Snakemake compares through a rule's params, and DVC through dvc.lock). The stamp travels
+# with the artifact (inside a folder output, a key of a JSON output), so DVC's cache, run-cache and
+# `dvc pull` carry it. Snakemake reruns a job whose stamp names another identity: it has no record of
+# what `dvc repro` made, and would otherwise take an artifact of other params as current.
+
+STAMP = ".diffzoo-identity.json"  # inside a folder output
+COMMAND_STAGE = {"import-checkpoint": "train"}  # a command whose job is another stage's (same slice, code)
+
+
+def identity(params, stage: str, run_id: str | None = None, codec: str = "") -> str:
+    """The identity of a job's artifacts: its stage, params slice and code digest."""
+    from .utils import content_hash
+
+    per_run = getattr(stage_module(stage), "PER_RUN", False)
+    run = run_id if per_run else None
+    piece = stage_slice(params, stage, run, codec if stage == "latents" else None)
+    return content_hash({"stage": stage, "slice": piece, "code": code_digest(stage, params, run)})
+
+
+def stamp_location(params, stage: str, run_id: str | None = None, codec: str = "") -> tuple[Path, bool] | None:
+    """Where a job's stamp lives: (path, True) for a folder output's stamp file, (path, False) for the
+    JSON output holding an "identity" key; None for a job that is not stamped (the report)."""
+    from .params import paths
+
+    if stage in ("dataset", "images", "autoencoder", "reference"):
+        return paths(params)["raw" if stage == "dataset" else stage] / STAMP, True
+    if stage == "latents":
+        return Path(f"{paths(params)['latents']}{codec}") / STAMP, True
+    where = paths(params, run_id) if run_id else None
+    key = {"train": "train_metrics", "sample": "sample_record", "evaluate": "metrics"}.get(stage)
+    return (where[key], False) if where and key else None
+
+
+def write_stamp(params, command: str, run_id: str | None = None, codec: str = "", engine: str | None = None) -> None:
+    """After a job succeeded: its identity into its stamp (nothing for commands that are not jobs), with
+    the engine that ran it (dvc: $DVC_STAGE is set; snakemake: $DIFFZOO_PARAMS is; else cli)."""
+    import json
+    import os
+
+    from .params import PARAMS_ENV
+    from .utils import write_json
+
+    stage = COMMAND_STAGE.get(command, command)
+    if stage not in pipeline_stages() or (getattr(stage_module(stage), "PER_RUN", False) and not run_id):
+        return
+    where = stamp_location(params, stage, run_id, codec)
+    if where is None:
+        return
+    path, own_file = where
+    if not path.parent.is_dir() or (not own_file and not path.is_file()):
+        return  # nothing was made (a stage that writes elsewhere in this form)
+    record = {} if own_file else json.loads(path.read_text())
+    record["identity"] = identity(params, stage, run_id, codec)
+    record["engine"] = engine or ("dvc" if "DVC_STAGE" in os.environ else "snakemake" if PARAMS_ENV in os.environ
+                                  else "cli")
+    write_json(path, record)
+
+
+def recorded_stamp(path: Path) -> dict:
+    """What a stamp records ({} when there is none: an older diffzoo's artifact, or none at all)."""
+    import json
+
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) and isinstance(record.get("identity"), str) else {}
+
+
+def jobs(params) -> list[tuple[str, str | None, str]]:
+    """Every stamped job of the params: (stage, run id, codec)."""
+    out = [("dataset", None, ""), ("images", None, ""), ("reference", None, "")]
+    if params.uses_autoencoder:
+        out.append(("autoencoder", None, ""))
+    out += [("latents", None, codec) for codec in params.codecs]
+    out += [("train", e, "") for e in params.experiments]
+    out += [(stage, r, "") for r in params.run_ids for stage in ("sample", "evaluate")]
+    return out
+
+
+MARKERS = Path(".snakemake") / "diffzoo" / "rerun"
+
+
+def stale_markers(params, engine: str) -> list[tuple[str, str | None, str]]:
+    """The jobs whose artifacts exist stamped with another identity by another engine than `engine` (which
+    has no record of them, so would take them as current), each with a marker file (created now, named by
+    the job and the identity it will make): (stage, run id or codec, marker path)."""
+    found = []
+    for stage, run_id, codec in jobs(params):
+        path, _ = stamp_location(params, stage, run_id, codec)
+        record = recorded_stamp(path)
+        wanted = identity(params, stage, run_id, codec)
+        if record and record.get("engine") != engine and record["identity"] != wanted:
+            marker = MARKERS / f"{stage}-{run_id or codec or '_'}-{wanted}"
+            if not marker.is_file():
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
+            found.append((stage, run_id or codec or None, str(marker)))
+    return found

@@ -2,8 +2,14 @@
 #
 # Which params: params.yaml, or, when --configfile is given, those files merged in order as Snakemake
 # merges them (each over the one before; keys they do not set keep the typed defaults, the papers'
-# base recipe), with `--config` on top (a section at a time: --config 'train={steps: 100}'). Every
-# job's CLI call reads exactly that merged file, written to .snakemake/diffzoo/params.yaml.
+# base recipe), with `--config` on top (a section at a time: --config 'train={steps: 100}').
+#
+# Every job of a run reads that run's own snapshot of the merged params, named by its content
+# (.snakemake/diffzoo/params-<digest>.yaml, written once, never overwritten) and handed to the jobs
+# as $DIFFZOO_PARAMS: a second Snakemake call during a run (`snakemake -n` after an edit, a call
+# refused by the lock) writes a snapshot of its own, which no job of the first run reads. A cluster
+# job's re-parse reads the snapshot of the run that submitted it, not params.yaml as it is now.
+import os
 import re
 import sys
 from pathlib import Path
@@ -14,21 +20,46 @@ from snakemake.utils import validate as validate_schema
 from diffzoo import pipeline
 from diffzoo.estimate import cost_summary
 from diffzoo.errors import DiffzooError
-from diffzoo.params import check_inputs, merge, paths, read_yaml, typed_leaves, validate, write_yaml
+from diffzoo.params import PARAMS_ENV, check_inputs, merge, paths, read_yaml, typed_leaves, validate, write_snapshot
 
-PARAMS_FILE = ".snakemake/diffzoo/params.yaml"
+_files = [str(f) for f in workflow.overwrite_configfiles] or ["params.yaml"]
+_job_parse = workflow.remote_exec or workflow.subprocess_exec  # a cluster job's (or subprocess's) parse
+_submitted = os.environ.get(PARAMS_ENV) if _job_parse else None
 try:
-    _files = [str(f) for f in workflow.overwrite_configfiles] or ["params.yaml"]
-    _raw = {}
-    for _f in _files:
-        _raw = merge(_raw, read_yaml(_f) or {})
-    _raw = merge(_raw, typed_leaves(dict(workflow.config_settings.config)))
+    if _submitted:  # a cluster job: the params of the run that submitted it
+        _files = [_submitted]
+        _raw = read_yaml(_submitted)
+    else:
+        _raw = {}
+        for _f in _files:
+            _raw = merge(_raw, read_yaml(_f) or {})
+        _raw = merge(_raw, typed_leaves(dict(workflow.config_settings.config)))
     PARAMS = validate(_raw)
 except DiffzooError as err:
     _where = "" if any(str(err).startswith(f) for f in _files) else f"{', '.join(_files)}: "
     sys.exit(f"diffzoo: {_where}{err}")
 validate_schema(_raw, "../schemas/params.schema.json", set_default=False)  # the schema derived from the same types
-write_yaml(PARAMS_FILE, _raw)
+PARAMS_FILE = _submitted or write_snapshot(_raw)
+os.environ[PARAMS_ENV] = PARAMS_FILE  # what every job's command reads (shell: --params "$DIFFZOO_PARAMS")
+
+
+# Artifacts that `dvc repro` (or the CLI) made under other params or code are rerun: Snakemake has no
+# record of them and would take them as current. Their identity stamps tell (pipeline.stale); such a
+# job gets a fresh marker file among its inputs, which Snakemake's mtime trigger reruns it for.
+STALE = {(stage, run): marker for stage, run, marker in pipeline.stale_markers(PARAMS, "snakemake")}
+if STALE and not _job_parse:
+    print(f"diffzoo: {len(STALE)} job(s) to rerun, their outputs made by another engine under other params or "
+          f"code: {', '.join(stage + (f' {run}' if run else '') for stage, run in STALE)}", file=sys.stderr)
+
+
+def rerun_marker(stage, run=None):
+    """An input of a stamped job: its rerun marker when another engine made its outputs under other params."""
+    return [STALE[stage, run]] if (stage, run) in STALE else []
+
+
+envvars:
+    PARAMS_ENV,  # passed to cluster jobs by executors that do not export the whole environment
+
 
 EXPERIMENTS = list(PARAMS.experiments)  # trained, or running released weights
 RELEASED = [e for e in EXPERIMENTS if PARAMS.run(e).train.checkpoint]

@@ -6,31 +6,31 @@ rule dataset:
         **pipeline.resources(PARAMS, "dataset"),
     input:
         pipeline.code_files("dataset"),
+        rerun_marker("dataset"),
     output:
         directory(PATHS["raw"]),
     params:
         slice=pipeline.stage_slice(PARAMS, "dataset"),
         code=pipeline.code_digest("dataset"),  # rerun on a content change, whatever its mtime
-        file=PARAMS_FILE,
     log:
         "logs/dataset.log",
     cache: True
     conda:
         "../envs/diffzoo.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo dataset --params {params.file:q} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} diffzoo dataset --params \"$DIFFZOO_PARAMS\" > {log} 2>&1"
 
 
 rule images:
     input:
         PATHS["raw"],
         pipeline.code_files("images"),
+        rerun_marker("images"),
     output:
         directory(PATHS["images"]),
     params:
         slice=pipeline.stage_slice(PARAMS, "images"),
         code=pipeline.code_digest("images"),  # rerun on a content change, whatever its mtime
-        file=PARAMS_FILE,
     threads: data_threads()
     resources:
         **pipeline.resources(PARAMS, "images"),
@@ -40,7 +40,7 @@ rule images:
     conda:
         "../envs/diffzoo.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo images --params {params.file:q} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} diffzoo images --params \"$DIFFZOO_PARAMS\" > {log} 2>&1"
 
 
 rule autoencoder:  # latents.vae: autoencoder -- the latent-diffusion autoencoder trained on the images
@@ -51,6 +51,7 @@ rule autoencoder:  # latents.vae: autoencoder -- the latent-diffusion autoencode
         PATHS["images"],
         PATHS["reference"],  # the reconstructions are evaluated against it
         pipeline.code_files("autoencoder"),
+        rerun_marker("autoencoder"),
     output:
         model=directory(PATHS["autoencoder"]),
         metrics=PATHS["autoencoder_metrics"],
@@ -58,14 +59,13 @@ rule autoencoder:  # latents.vae: autoencoder -- the latent-diffusion autoencode
     params:
         slice=pipeline.stage_slice(PARAMS, "autoencoder"),
         code=pipeline.code_digest("autoencoder"),  # rerun on a content change, whatever its mtime
-        file=PARAMS_FILE,
     log:
         "logs/autoencoder.log",
     cache: True
     conda:
         "../envs/diffzoo.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo autoencoder --params {params.file:q} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} diffzoo autoencoder --params \"$DIFFZOO_PARAMS\" > {log} 2>&1"
 
 
 rule latents:  # one job per codec: the latents section's ("" suffix) and any an experiment sets
@@ -78,19 +78,19 @@ rule latents:  # one job per codec: the latents section's ("" suffix) and any an
         PATHS["images"],
         lambda w: pipeline.latents_inputs(PARAMS, w.codec),  # the autoencoder, when the codec uses it
         pipeline.code_files("latents"),
+        lambda w: rerun_marker("latents", w.codec or None),
     output:
         directory(str(PATHS["latents"]) + "{codec}"),
     params:
-        slice=lambda w: pipeline.stage_module("latents").params_slice(PARAMS, codec=w.codec),
+        slice=lambda w: pipeline.stage_slice(PARAMS, "latents", codec=w.codec),
         code=pipeline.code_digest("latents"),  # rerun on a content change, whatever its mtime
-        file=PARAMS_FILE,
     log:
         "logs/latents{codec}.log",
     cache: True
     conda:
         "../envs/diffzoo.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo latents --params {params.file:q} --codec={wildcards.codec:q} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} diffzoo latents --params \"$DIFFZOO_PARAMS\" --codec={wildcards.codec:q} > {log} 2>&1"
 
 
 rule reference:
@@ -100,16 +100,16 @@ rule reference:
     input:
         pipeline.images_input(PARAMS, "reference"),
         pipeline.code_files("reference"),
+        rerun_marker("reference"),
     output:
         directory(PATHS["reference"]),
     params:
         slice=pipeline.stage_slice(PARAMS, "reference"),
         code=pipeline.code_digest("reference"),  # rerun on a content change, whatever its mtime
-        file=PARAMS_FILE,
     log:
         "logs/reference.log",
     cache: True
     conda:
         "../envs/diffzoo.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo reference --params {params.file:q} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} diffzoo reference --params \"$DIFFZOO_PARAMS\" > {log} 2>&1"

@@ -12,6 +12,7 @@ rule train:
     input:
         data=lambda w: pipeline.train_inputs(PARAMS, w.exp),  # the latents (and a fine-tuning start)
         code=lambda w: pipeline.code_files("train", PARAMS, w.exp),
+        rerun=lambda w: rerun_marker("train", w.exp),
     output:
         model=exp_path("model"),
         config=exp_path("model_config"),
@@ -20,14 +21,13 @@ rule train:
     params:
         slice=lambda w: pipeline.stage_slice(PARAMS, "train", w.exp),
         code=lambda w: pipeline.code_digest("train", PARAMS, w.exp),  # rerun on a content change
-        file=PARAMS_FILE,
     log:
         "logs/train-{exp}.log",
     cache: True
     conda:
         "../envs/diffzoo.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo train --params {params.file:q} --experiment {wildcards.exp:q} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} diffzoo train --params \"$DIFFZOO_PARAMS\" --experiment {wildcards.exp:q} > {log} 2>&1"
 
 
 rule import_weights:  # experiments with train.checkpoint: the released file is the model, no training
@@ -39,6 +39,7 @@ rule import_weights:  # experiments with train.checkpoint: the released file is 
     input:
         data=lambda w: pipeline.train_inputs(PARAMS, w.exp),  # the checkpoint file (a released name: none)
         code=pipeline.code_files("train"),
+        rerun=lambda w: rerun_marker("train", w.exp),
     output:
         model=exp_path("model"),
         config=exp_path("model_config"),
@@ -47,14 +48,13 @@ rule import_weights:  # experiments with train.checkpoint: the released file is 
     params:
         slice=lambda w: pipeline.stage_slice(PARAMS, "train", w.exp),
         code=lambda w: pipeline.code_digest("train", PARAMS, w.exp),  # rerun on a content change
-        file=PARAMS_FILE,
     log:
         "logs/import-{exp}.log",
     cache: True
     conda:
         "../envs/diffzoo.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo import-checkpoint --params {params.file:q} --experiment {wildcards.exp:q} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} diffzoo import-checkpoint --params \"$DIFFZOO_PARAMS\" --experiment {wildcards.exp:q} > {log} 2>&1"
 
 
 rule sample:
@@ -65,20 +65,21 @@ rule sample:
         model=run_path("model"),  # a sampling's: its experiment's
         images=pipeline.images_input(PARAMS, "sample"),  # the real images' panel of the grid
         code=lambda w: pipeline.code_files("sample", PARAMS, w.exp),
+        rerun=lambda w: rerun_marker("sample", w.exp),
     output:
         samples=exp_path("samples"),
+        record=exp_path("sample_record"),  # how they were drawn (and the job's identity stamp)
         grid=report(exp_path("grid"), caption="../report/grid.rst", category="Sample grids", subcategory="{exp}"),
     params:
         slice=lambda w: pipeline.stage_slice(PARAMS, "sample", w.exp),
         code=lambda w: pipeline.code_digest("sample", PARAMS, w.exp),  # rerun on a content change
-        file=PARAMS_FILE,
     log:
         "logs/sample-{exp}.log",
     cache: True
     conda:
         "../envs/diffzoo.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo sample --params {params.file:q} --experiment {wildcards.exp:q} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} diffzoo sample --params \"$DIFFZOO_PARAMS\" --experiment {wildcards.exp:q} > {log} 2>&1"
 
 
 rule evaluate:
@@ -89,17 +90,17 @@ rule evaluate:
         samples=exp_path("samples"),
         reference=PATHS["reference"],
         code=pipeline.code_files("evaluate"),
+        rerun=lambda w: rerun_marker("evaluate", w.exp),
     output:
         metrics=exp_path("metrics"),
         headline=exp_path("headline"),
     params:
         slice=lambda w: pipeline.stage_slice(PARAMS, "evaluate", w.exp),
         code=pipeline.code_digest("evaluate"),  # rerun on a content change, whatever its mtime
-        file=PARAMS_FILE,
     log:
         "logs/evaluate-{exp}.log",
     cache: True
     conda:
         "../envs/diffzoo.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo evaluate --params {params.file:q} --experiment {wildcards.exp:q} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} diffzoo evaluate --params \"$DIFFZOO_PARAMS\" --experiment {wildcards.exp:q} > {log} 2>&1"

@@ -17,10 +17,9 @@ rule report:
     params:
         slice=pipeline.stage_slice(PARAMS, "report"),
         code=pipeline.code_digest("report"),  # rerun on a content change, whatever its mtime
-        file=PARAMS_FILE,
     log:
         "logs/report.log",
     conda:
         "../envs/diffzoo.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} diffzoo report --params {params.file:q} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} diffzoo report --params \"$DIFFZOO_PARAMS\" > {log} 2>&1"

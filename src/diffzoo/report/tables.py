@@ -101,12 +101,17 @@ def autoencoder_row(metrics: dict) -> dict:
 
 
 def our_row(run, metrics: dict, train: dict) -> dict:
-    """A run's row from its metrics.json and its training summary (results/train/<id>.json)."""
-    s = run.sample
+    """A run's row from its metrics.json and its training summary (results/train/<id>.json). The sample
+    settings are those the sample job recorded (metrics' "sampling"), not the params of today."""
+    from ..params import SampleConfig
+
+    drawn = metrics.get("sampling") or {}
+    s = SampleConfig(**drawn["sample"]) if "sample" in drawn else run.sample
     sampler = "Euler" if run.objective == "rectified_flow" else s.sampler.upper()
     trained = (f"released weights {train['released']}, our pipeline" if train.get("released")
                else f"{objective_label(run)}, {train['steps']} steps")
-    setting = (f"{trained}, {s.num_samples} samples, {s.sampling_steps.removeprefix('ddim')} {sampler} steps"
+    n = drawn.get("num_samples", s.num_samples)
+    setting = (f"{trained}, {n} samples, {s.sampling_steps.removeprefix('ddim')} {sampler} steps"
                + (f", cfg {s.cfg_scale} ({s.guidance})" if s.cfg_scale > 1 else ""))
     return {"source": "diffzoo", "experiment": run.id, "model": run.model, "setting": setting,
             "objective": objective_label(run), "cfg": s.cfg_scale, **metric_columns(metrics),

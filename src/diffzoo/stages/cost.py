@@ -1,6 +1,7 @@
 """estimated GPU-hours of every experiment in a params file
 
-`diffzoo cost --params P` (also printed by the Snakefile before a run starts).
+`diffzoo cost --params P`, or `diffzoo cost PRESET` (a name in configs/ or a preset file; also printed
+by the Snakefile before a run starts).
 `diffzoo cost --params P --sbatch`: the sbatch options of one allocation that runs the whole pipeline
 (`dvc repro`, workflow/slurm/dvc-repro.sbatch), from the params' `resources` section and the estimate:
   sbatch $(diffzoo cost --sbatch) workflow/slurm/dvc-repro.sbatch
@@ -13,7 +14,9 @@ DATA_STAGES_MINUTES = 120  # dataset, images, latents, reference, evaluate, repo
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("preset", nargs="?", default=None, help="a preset name in configs/ or a preset file, "
+                                                           "instead of --params")
+    p.add_argument("--params", default=None, help="params file (default: params.yaml)")
     p.add_argument("--sbatch", action="store_true",
                    help="print the sbatch options of one allocation for `dvc repro` instead")
 
@@ -48,6 +51,13 @@ def run(args) -> int:
     from ..params import load_params
     from ..estimate import cost_summary
 
-    params = load_params(args.params)
+    if args.preset and args.params:
+        from ..errors import DiffzooError
+        raise DiffzooError("give a preset or --params, not both")
+    if args.preset:
+        from .preset import preset_path
+        params = load_params(preset_path(args.preset))
+    else:
+        params = load_params(args.params or "params.yaml")
     print(" ".join(sbatch_options(params)) if args.sbatch else cost_summary(params))
     return 0

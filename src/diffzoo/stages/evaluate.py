@@ -83,6 +83,13 @@ def evaluate_run(params, run_id: str, device: str | None = None) -> dict:
     if judge is not None:
         metrics["judge_accuracy"] = judge
     metrics["experiment"] = run_id
+    record = where["sample_record"]
+    if record.is_file():  # how the samples were drawn, as the sample job recorded it (the table's setting)
+        from ..data._util import read_json
+        metrics["sampling"] = read_json(record, "sample record")
+        if metrics["sampling"].get("num_samples") != samples.num_images:
+            raise DiffzooError(f"{record} records {metrics['sampling'].get('num_samples')} samples, "
+                               f"{where['samples']} holds {samples.num_images}: rerun the sample stage of {run_id!r}")
     write_json(where["metrics"], metrics)
     from ..report.tables import metric_columns
     headline = {k: v for k, v in metric_columns(metrics).items() if k != "features" and v is not None}

@@ -1,9 +1,11 @@
 """expand a preset into the full params file that DVC needs
 
-`diffzoo preset NAME > params.yaml`: configs/NAME.yaml (or a path) states only what differs from the
+`diffzoo preset NAME --out params.yaml`: configs/NAME.yaml (or a path) states only what differs from the
 typed defaults, the papers' base recipe (diffzoo.params); this writes every key with its value, in
-the schema's order, as YAML that Snakemake (YAML 1.1) and DVC (YAML 1.2) read alike. The expanded
-presets are checked in under configs/expanded/ (a test keeps them current).
+the schema's order, as YAML that Snakemake (YAML 1.1) and DVC (YAML 1.2) read alike, to --out (written
+only once the preset has expanded: a typo in NAME leaves params.yaml as it was, which a shell's
+`> params.yaml` cannot do) or to stdout. The expanded presets are checked in under configs/expanded/
+(a test keeps them current).
 """
 from __future__ import annotations
 
@@ -27,8 +29,12 @@ def preset_path(name: str) -> Path:
         return path
     path = CONFIGS / f"{name}.yaml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.yaml"))) or "none"
-        raise DiffzooError(f"no preset {name!r} ({path}); known: {known}")
+        import difflib
+
+        names = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise DiffzooError(f"no preset {name!r} ({path}); {hint}known: {', '.join(names) or 'none'}")
     return path
 
 
@@ -41,8 +47,18 @@ def expand(path: Path) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("preset", help="a preset name in configs/ (e.g. dit_xl2_256) or a preset file")
+    p.add_argument("--out", default=None, help="write the params here (e.g. params.yaml), only once expanded "
+                                              "(default: stdout)")
 
 
 def run(args) -> int:
-    sys.stdout.write(expand(preset_path(args.preset)))
+    text = expand(preset_path(args.preset))
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    from ..utils import atomic_path
+
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(text)
+    print(f"preset {args.preset} -> {args.out}", file=sys.stderr)
     return 0

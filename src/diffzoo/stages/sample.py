@@ -20,7 +20,7 @@ from pathlib import Path
 from .. import hub
 from ..errors import DiffzooError
 from ..params import SampleConfig, load_params, paths
-from ..utils import content_hash, remove_tree, sha256_file, stage_lock
+from ..utils import content_hash, remove_tree, sha256_file, stage_lock, write_json
 
 CODE = ["sampling.py", "runtime.py", "stages/sample.py", "latents.py", "diffusion/*.py", "checkpoints.py",
         "report/figures.py"]
@@ -83,6 +83,9 @@ def sample(params_path: str, run_id: str, device: str | None = None):
     if proc.is_main:
         images = paths(params)["images"] if params.uses_data else None
         save_run_grid(images, where["samples"], run_id, cfg.grid, where["grid"])
+        write_json(where["sample_record"], {"num_samples": len(arr), "sample": cfg.model_dump(mode="json"),
+                                            "vae_dtype": run.latents.dtype,
+                                            "model_sha256": sha256_file(where["model"])})
         print(f"sample: {len(arr)} images {arr.shape[1:]} -> {where['samples']}, grid {where['grid']}")
     return where["samples"]
 

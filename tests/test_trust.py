@@ -1,0 +1,84 @@
+"""Results a researcher can trust (issue 24): each Snakemake run reads its own params snapshot, and the
+two engines agree on what an artifact is, both ways, on one workspace."""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import yaml
+from test_workflow import env_for, jobs, make_project, read, sh, tiny_params, write_params
+
+
+def _one_experiment(**train) -> dict:
+    raw = tiny_params()
+    raw["experiments"] = {"dit": raw["experiments"]["dit"]}
+    raw["samplings"] = {}
+    raw["train"].update(train)
+    return raw
+
+
+def test_a_second_snakemake_call_during_a_run_changes_nothing_of_it(tmp_path):
+    """During a run: params.yaml edited, `snakemake -n` to preview, and a second live call (refused by
+    Snakemake's lock). The run's sample job still draws the run's number of samples, and the table's
+    row says what was drawn (from the sample job's record, not from params.yaml as it is now)."""
+    p = make_project(tmp_path / "during")
+    raw = _one_experiment(steps=3000, ckpt_every=1000, log_every=100)  # ~30 s: long enough to act while it trains
+    write_params(p, raw)
+    first = subprocess.Popen(["snakemake", "--cores", "1"], cwd=p, env=env_for(p), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    log = p / "results/train/dit.tsv"
+    deadline = time.time() + 600
+    while not (log.is_file() and log.stat().st_size > 0) and first.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    assert first.poll() is None, "the run ended before the test could act during it:\n" + first.stdout.read()[-3000:]
+    edited = yaml.safe_load(yaml.safe_dump(raw))
+    edited["sample"]["num_samples"] = 16
+    write_params(p, edited)
+    sh(p, "snakemake", "-n", "--cores", "1")
+    refused = subprocess.run(["snakemake", "--cores", "1"], cwd=p, env=env_for(p), capture_output=True, text=True)
+    assert refused.returncode != 0 and "lock" in (refused.stdout + refused.stderr).lower()
+    acted = time.time()
+    out, _ = first.communicate(timeout=900)
+    assert first.returncode == 0, out[-4000:]
+    assert (p / "data/experiments/dit/model.safetensors").stat().st_mtime > acted, "acted after training ended"
+
+    record = json.loads(read(p, "data/experiments/dit/samples.json"))
+    assert record["num_samples"] == raw["sample"]["num_samples"] == 40
+    with __import__("numpy").load(p / "data/experiments/dit/samples.npz") as f:
+        assert len(f["arr_0"]) == 40
+    row = next(line for line in read(p, "results/tables/default.md").splitlines() if "| dit " in line)
+    assert "40 samples" in row and "16 samples" not in row
+    # The edit is a change for the next run: it resamples, and only that (the edited file also has its
+    # keys in another order, which means nothing: no retraining).
+    assert jobs(sh(p, "snakemake", "-n", "--cores", "1")) == {("sample", "dit"), ("evaluate", "dit"), ("report", None)}
+
+
+def test_the_engines_agree_on_artifacts_both_ways_on_one_workspace(tmp_path):
+    p = make_project(tmp_path / "both")
+    write_params(p, _one_experiment())
+    sh(p, "git", "init", "-q")
+    lr = _one_experiment()["train"]["lr"]
+
+    # A workspace Snakemake made: DVC has no record of it, `dvc status` says so (it once crashed on a
+    # missing check file; `dvc repro --dry` still needs every DVC-only intermediate: treeverse/dvc#9818).
+    sh(p, "snakemake", "--cores", "2")
+    assert "train@dit" in sh(p, "dvc", "status")
+
+    # DVC then makes everything; Snakemake at the same params takes DVC's artifacts as they are ...
+    sh(p, "dvc", "repro")
+    assert json.loads(read(p, "results/train/dit.json"))["engine"] == "dvc"
+    assert "Nothing to be done" in sh(p, "snakemake", "-n", "--cores", "2")
+    # ... and at another learning rate reruns what DVC made under the old one (it has no record of it).
+    planned = sh(p, "snakemake", "-n", "--cores", "2", "--config", f"train={{lr: {lr / 2}}}")
+    assert "job(s) to rerun, their outputs made by another engine" in planned and "train dit" in planned
+    assert {("train", "dit"), ("sample", "dit"), ("evaluate", "dit")} <= jobs(planned)
+    sh(p, "snakemake", "--cores", "2", "--config", f"train={{lr: {lr / 2}}}")
+    assert json.loads(read(p, "results/train/dit.json"))["engine"] == "snakemake"
+
+    # The other way: DVC's lock says lr, the workspace holds Snakemake's lr / 2 models: DVC reruns them
+    # (here its run-cache restores its own lr models) and stamps them as its own again.
+    assert "train@dit" in sh(p, "dvc", "status")
+    assert jobs(sh(p, "dvc", "repro")) <= {("train", "dit"), ("sample", "dit"), ("evaluate", "dit"), ("report", None)}
+    assert json.loads(read(p, "results/train/dit.json"))["engine"] == "dvc"
+    assert "Data and pipelines are up to date" in sh(p, "dvc", "status")
