@@ -350,7 +350,8 @@ def test_expanded_presets_are_current_and_equal_the_preset(preset, monkeypatch):
 
     monkeypatch.chdir(ROOT)
     expanded = ROOT / "configs" / "expanded" / preset.name
-    assert expanded.read_text() == expand(preset.relative_to(ROOT)), f"run: diffzoo preset {preset.stem} > {expanded}"
+    assert expanded.read_text() == expand(preset.relative_to(ROOT)), \
+        f"run: diffzoo preset {preset.stem} --out {expanded}"
     assert load_params(expanded).dump() == load_params(preset).dump()
     for section in SECTIONS:  # the full file writes every key out (DVC tracks them)
         assert set(yaml.safe_load(expanded.read_text())[section]) == set(SECTIONS[section].model_fields)

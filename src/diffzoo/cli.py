@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
             return code
     except DiffzooError as err:
         return _fail(known.command, str(err))
+    except KeyboardInterrupt:  # Ctrl-C, or SIGINT from an engine stopping its jobs: one line, not a traceback
+        if os.environ.get("DIFFZOO_DEBUG"):
+            raise
+        print(f"diffzoo {known.command}: interrupted; what was finished is kept (checkpoints, sample parts), "
+              "a rerun resumes from there", file=sys.stderr)
+        return 130
     except OSError as err:  # permission denied, no space left on the device, a vanished file
         if os.environ.get("DIFFZOO_DEBUG"):
             raise
@@ -105,10 +111,11 @@ def _stamp(command: str, args) -> None:
     """A pipeline job's identity, stamped on what it made (diffzoo.pipeline.write_stamp), so either
     engine can tell an artifact made under other params or code."""
     from .params import load_params
-    from .pipeline import write_stamp
+    from .pipeline import is_job, write_stamp
 
-    if int(os.environ.get("RANK", "0")) == 0:  # one writer (torchrun / srun ranks)
-        write_stamp(load_params(args.params), command, getattr(args, "experiment", None), getattr(args, "codec", ""))
+    run_id = getattr(args, "experiment", None)
+    if is_job(command, run_id) and int(os.environ.get("RANK", "0")) == 0:  # one writer (torchrun / srun ranks)
+        write_stamp(load_params(args.params), command, run_id, getattr(args, "codec", ""))
 
 
 def _timed(command: str, module, args):

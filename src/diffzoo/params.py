@@ -210,10 +210,21 @@ class ResourcesConfig(Section):
     account: str | None = None               # sbatch --account
 
 
+class TrackConfig(Section):
+    """Live tracking of training (TensorBoard event files under logs/tensorboard/<id>/). Read by the train
+    stage but in no stage's slice: turning it on or off reruns nothing."""
+
+    tensorboard: bool = True                 # loss, learning rate, throughput (every train.log_every steps)
+    preview_every: Count = 0                 # a grid of EMA samples every N steps (0 = none), with the
+                                             # experiment's sample settings, also saved as PNG beside the events
+    preview_per_class: PositiveInt = 4       # samples per class in a preview grid (the first 10 classes)
+
+
 SECTIONS: dict[str, type[Section]] = {
     "data": DataConfig, "latents": LatentsConfig, "autoencoder": AutoencoderConfig, "classifier": ClassifierConfig,
     "train": TrainConfig,
     "sample": SampleConfig, "evaluate": EvaluateConfig, "report": ReportConfig, "resources": ResourcesConfig,
+    "track": TrackConfig,
 }
 
 
@@ -292,6 +303,7 @@ class Params(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    track: TrackConfig = Field(default_factory=TrackConfig)
     experiments: Annotated[dict[Identifier, ExperimentConfig], Field(min_length=1)]
     samplings: dict[Identifier, SamplingConfig] = Field(default_factory=dict)
 

@@ -156,6 +156,12 @@ def stamp_location(params, stage: str, run_id: str | None = None, codec: str = "
     return (where[key], False) if where and key else None
 
 
+def is_job(command: str, run_id: str | None) -> bool:
+    """A command run as a pipeline job (a per-run stage needs its run id: `sample --ckpt` is not one)."""
+    stage = COMMAND_STAGE.get(command, command)
+    return stage in pipeline_stages() and (bool(run_id) or not getattr(stage_module(stage), "PER_RUN", False))
+
+
 def write_stamp(params, command: str, run_id: str | None = None, codec: str = "", engine: str | None = None) -> None:
     """After a job succeeded: its identity into its stamp (nothing for commands that are not jobs), with
     the engine that ran it (dvc: $DVC_STAGE is set; snakemake: $DIFFZOO_PARAMS is; else cli)."""
@@ -165,9 +171,9 @@ def write_stamp(params, command: str, run_id: str | None = None, codec: str = ""
     from .params import PARAMS_ENV
     from .utils import write_json
 
-    stage = COMMAND_STAGE.get(command, command)
-    if stage not in pipeline_stages() or (getattr(stage_module(stage), "PER_RUN", False) and not run_id):
+    if not is_job(command, run_id):
         return
+    stage = COMMAND_STAGE.get(command, command)
     where = stamp_location(params, stage, run_id, codec)
     if where is None:
         return

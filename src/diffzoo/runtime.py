@@ -42,15 +42,38 @@ class Process:
             dist.destroy_process_group()
 
 
-def setup_process(device: str | None = None) -> Process:
+def check_device(device: str | None, gpus_asked: int = 0, asked_by: str = "") -> None:
+    """One line, before any work, where the device cannot be had: `--device cuda` (or params asking for
+    GPUs, `asked_by` names the key) on a machine where torch sees no CUDA device, or a device string
+    torch does not know. (A 7M-step preset must not train on a login node's CPU without a word.)"""
+    if device is not None:
+        try:
+            kind = torch.device(device).type
+        except RuntimeError:
+            raise DiffzooError(f"--device {device!r}: not a device (cpu, cuda, cuda:N, mps)") from None
+    else:
+        kind = "cuda" if gpus_asked else "cpu"
+    if kind == "cuda" and not torch.cuda.is_available():
+        why = f"--device {device}" if device is not None else f"{asked_by} = {gpus_asked}"
+        build = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        fix = "--device cpu" if device is not None else f"{asked_by}: 0 to run on the CPU"
+        raise DiffzooError(f"{why}, but torch {torch.__version__} ({build}) sees no CUDA device here: "
+                           f"run on a GPU machine (the slurm profile), or set {fix}")
+
+
+def setup_process(device: str | None = None, gpus_asked: int = 0, asked_by: str = "") -> Process:
     """Join torchrun's process group (if any) and take this rank's GPU (or the CPU); TF32 matmuls and
-    convolutions on CUDA, as the official DiT train.py and sample_ddp.py allow them."""
+    convolutions on CUDA, as the official DiT train.py and sample_ddp.py allow them. Refuses in one line
+    where the device asked for is not there (check_device)."""
+    check_device(device, gpus_asked, asked_by)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if world > 1:
         import torch.distributed as dist
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "cuda":
+        device = f"cuda:{local}"  # this rank's GPU, not always the first
     dev = torch.device(device or (f"cuda:{local}" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda":
         torch.cuda.set_device(dev)

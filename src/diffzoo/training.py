@@ -235,11 +235,13 @@ class LossLog:
 
 def train_loop(model: torch.nn.Module, ema: torch.nn.Module, net: torch.nn.Module, objective, data,
                cfg: TrainConfig, opt: torch.optim.Optimizer, proc: Process, checkpointer: Checkpointer,
-               log: LossLog, state: TrainState, label_dropout: tuple[float, int], name: str = "train") -> TrainState:
+               log: LossLog, state: TrainState, label_dropout: tuple[float, int], name: str = "train",
+               tracker=None) -> TrainState:
     """Steps state.step .. cfg.steps: the batch of (seed, step), the objective's loss (+ the model's
     auxiliary loss, e.g. MoE balance), AdamW, update_ema; a log row every cfg.log_every steps and a
     checkpoint every cfg.ckpt_every steps and at the end. `net` is what the step calls (the model,
-    its DDP wrapper or the compiled module)."""
+    its DDP wrapper or the compiled module); `tracker` (diffzoo.tracking) gets each log row's means and
+    may draw a preview after a step."""
     drop_prob, null_class = label_dropout
     local_batch = cfg.global_batch_size // proc.world
     autocast = torch.autocast(proc.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
@@ -283,7 +285,11 @@ def train_loop(model: torch.nn.Module, ema: torch.nn.Module, net: torch.nn.Modul
             progress.note(f"step {done}/{cfg.steps} loss {mean['loss']:.4f} {mean['images_per_s']:.1f} images/s "
                           f"ETA {progress.eta()}")
             log.write(state.log_rows)  # the loss TSV follows the run, not only its checkpoints
+            if tracker is not None:
+                tracker.scalars(done, mean, cfg.lr)
             window = {}
+        if tracker is not None:
+            tracker.step(done)
         if done % cfg.ckpt_every == 0 or done == cfg.steps:
             _refuse_diverged(loss.item(), done, state.step)  # never a checkpoint of NaN weights
             state.step = done

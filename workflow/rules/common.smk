@@ -120,6 +120,9 @@ onstart:
     # planning: `snakemake -n` of a preset works on a machine without its data).
     try:
         check_inputs(PARAMS)
+        if workflow.local_exec:  # the jobs run here: the GPUs the params ask for must be here
+            from diffzoo.stages.check import check_gpus
+            check_gpus(PARAMS)
     except DiffzooError as err:
         sys.exit(f"diffzoo: {', '.join(_files)}: {err}")
     print(cost_summary(PARAMS), file=sys.stderr)

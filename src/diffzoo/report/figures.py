@@ -116,6 +116,16 @@ def _class_names(source) -> list[str]:
     return names or [str(c) for c in range(int(source.labels.max()) + 1)]
 
 
+def data_class_names(images_dir: Path | None, classes: list[str]) -> list[str]:
+    """The rows' labels of a grid of a data set's classes: its images' names where the images stage's
+    output is there, else the class ids (digit_3 -> 3)."""
+    from ..evaluate.images import open_images
+
+    if images_dir is not None and Path(images_dir).is_dir():
+        return _class_names(open_images(images_dir))
+    return [c.removeprefix("digit_") for c in classes]
+
+
 def _rows(source, classes: list[int], per_class: int) -> dict[int, np.ndarray]:
     from ..errors import DiffzooError
 

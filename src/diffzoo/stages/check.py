@@ -1,9 +1,9 @@
 """check a params file (every key, value and input path) before any job runs
 
 `diffzoo check --params P [--out FILE]`: exits 2 with one line naming the key and the allowed values
-when something is wrong. Under DVC it is the first stage: every stage whose command carries an
-experiment id depends on its output, so an id that is not a safe name never reaches a shell.
-Snakemake runs the same check when it reads its config (workflow/rules/common.smk).
+when something is wrong. Under DVC it is the first stage (`--dvc`: also that the GPUs the params ask
+for are here, since `dvc repro` runs every stage on this machine). Snakemake runs the same checks when
+it reads its config and, for a local run, before its first job (workflow/rules/common.smk).
 """
 from __future__ import annotations
 
@@ -22,11 +22,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="where to record the check (JSON: the experiments and samplings)")
 
 
+def check_gpus(params) -> None:
+    """The GPUs the params ask for, on this machine (one line naming the key, else nothing)."""
+    from ..pipeline import gpus, pipeline_stages, stage_module
+    from ..runtime import check_device
+
+    asked = {s: gpus(params, s) for s in pipeline_stages()}
+    stage = max(asked, key=asked.get)
+    if asked[stage]:
+        key = stage_module(stage).GPUS
+        check_device(None, asked[stage], f"resources.{key}" if isinstance(key, str) else f"the {stage} stage")
+
+
 def run(args) -> int:
     from ..utils import write_json
 
     params = load_params(args.params)
     check_inputs(params)
+    if args.dvc:
+        check_gpus(params)
+    else:  # perhaps a login node planning a cluster run: say it, do not refuse
+        try:
+            check_gpus(params)
+        except DiffzooError as err:
+            print(f"note: {str(err).split(': run on')[0]}: fine for a cluster run, not for a local one")
     own = [e for e in params.experiments if params.experiments[e].latents]
     if args.dvc and own:
         raise DiffzooError(f"experiments {', '.join(own)} set their own latents settings; dvc.yaml trains every "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from .. import hub
@@ -72,7 +73,7 @@ def sample(params_path: str, run_id: str, device: str | None = None):
     cfg, where = run.sample, paths(params, run_id)
     if not where["model"].is_file():
         raise DiffzooError(f"{where['model']} does not exist: train experiment {run.trained_by!r} first")
-    proc = setup_process(device)
+    proc = setup_process(device, params.resources.sample_gpus, "resources.sample_gpus")
     if proc.is_main:
         from ..runtime_facts import log_facts
         log_facts()
@@ -121,15 +122,36 @@ def sample_checkpoint(args) -> Path:
     model.load_state_dict(tensors)
     model = model.to(proc.device).eval()
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
-    cfg = SampleConfig(num_samples=args.num_fid_samples, batch_size=args.per_proc_batch_size,
-                       sampling_steps=str(args.num_sampling_steps), sampler=args.sampler, cfg_scale=args.cfg_scale,
-                       guidance=args.guidance, seed=args.global_seed)
+    cfg = standalone_settings(args, config.get("sample"))
     out = Path(args.out)
+    if proc.is_main:
+        print(f"sample: {cfg.num_samples} samples, {cfg.sampling_steps} {cfg.sampler} steps, cfg {cfg.cfg_scale} "
+              f"({cfg.guidance}), batch {cfg.batch_size} per process on {proc.device}"
+              + ("" if config.get("sample") is None or path.suffix != ".safetensors"
+                 else " (the model's own sample settings where no option is given)"), file=sys.stderr)
     arr = draw(model, config, cfg, path, out, proc, name=f"sample {path.name}")
     proc.close()
     if proc.is_main:
-        print(f"sample: {len(arr)} images {arr.shape[1:]} -> {out}")
+        from ..report.figures import save_run_grid
+        grid = out.with_suffix(".png")
+        save_run_grid(None, out, config.get("experiment", path.stem), cfg.grid, grid)
+        print(f"sample: {len(arr)} images {arr.shape[1:]} -> {out}, grid {grid}")
     return out
+
+
+DIT_SAMPLE_DEFAULTS = {"num_samples": 50_000, "batch_size": 32, "sampling_steps": "250", "sampler": "ddpm",
+                       "cfg_scale": 1.5, "guidance": "legacy3"}  # sample_ddp.py's, for released weights
+
+
+def standalone_settings(args, own: dict | None) -> SampleConfig:
+    """`sample --ckpt`'s settings: each option given, else the model's own (a diffzoo model.json records
+    its experiment's sample section), else DiT's sample_ddp.py defaults."""
+    given = {"num_samples": args.num_fid_samples, "batch_size": args.per_proc_batch_size,
+             "sampling_steps": args.num_sampling_steps, "sampler": args.sampler, "cfg_scale": args.cfg_scale,
+             "guidance": args.guidance}
+    base = {**DIT_SAMPLE_DEFAULTS, **{k: v for k, v in (own or {}).items() if k in DIT_SAMPLE_DEFAULTS}}
+    settings = {k: (v if v is not None else base[k]) for k, v in given.items()}
+    return SampleConfig(**settings, seed=args.global_seed)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -142,19 +164,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-classes", type=int, default=1000)
     g.add_argument("--vae", default="ema", help="ema or mse (stabilityai/sd-vae-ft-<vae>, as DiT), or a diffusers "
                                                "AutoencoderKL repo id or folder")
-    g.add_argument("--cfg-scale", type=float, default=1.5)
-    g.add_argument("--guidance", choices=("legacy3", "all"), default="legacy3",
+    g.add_argument("--cfg-scale", type=float, default=None, help="(default: a diffzoo model's own sample "
+                                                                 "settings, else DiT's 1.5; likewise below)")
+    g.add_argument("--guidance", choices=("legacy3", "all"), default=None,
                    help="legacy3: the official DiT's (channels 0..2), all: every channel")
-    g.add_argument("--num-sampling-steps", type=int, default=250)
-    g.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm")
+    g.add_argument("--num-sampling-steps", type=str, default=None, help="(DiT: 250)")
+    g.add_argument("--sampler", choices=("ddpm", "ddim"), default=None, help="(DiT: ddpm)")
     g.add_argument("--objective", choices=("ddpm", "rectified_flow"), default=None,
                    help="default: the released name's, else ddpm")
     g.add_argument("--time-scale", type=float, default=None, help="rectified flow's t scale (released: theirs)")
-    g.add_argument("--num-fid-samples", type=int, default=50_000)
-    g.add_argument("--per-proc-batch-size", type=int, default=32)
+    g.add_argument("--num-fid-samples", type=int, default=None, help="(DiT: 50,000)")
+    g.add_argument("--per-proc-batch-size", type=int, default=None, help="(DiT: 32)")
     g.add_argument("--global-seed", type=int, default=0)
     g.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True)
-    g.add_argument("--out", default="samples.npz", help="the ADM npz to write")
+    g.add_argument("--out", default="samples.npz", help="the ADM npz to write (and a grid of the first "
+                                                        "samples as the same name .png)")
     g.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
 
 
@@ -180,11 +204,13 @@ def run(args) -> int:
 
 def _standalone_argv(args) -> list[str]:
     argv = ["--ckpt", args.ckpt, "--image-size", str(args.image_size), "--num-classes", str(args.num_classes),
-            "--vae", args.vae, "--cfg-scale", str(args.cfg_scale), "--guidance", args.guidance,
-            "--num-sampling-steps", str(args.num_sampling_steps), "--sampler", args.sampler,
-            "--num-fid-samples", str(args.num_fid_samples), "--per-proc-batch-size", str(args.per_proc_batch_size),
-            "--global-seed", str(args.global_seed), "--out", args.out, "--tf32" if args.tf32 else "--no-tf32"]
-    for flag, value in (("--model", args.model), ("--objective", args.objective), ("--time-scale", args.time_scale)):
+            "--vae", args.vae, "--global-seed", str(args.global_seed), "--out", args.out,
+            "--tf32" if args.tf32 else "--no-tf32"]
+    for flag, value in (("--model", args.model), ("--objective", args.objective), ("--time-scale", args.time_scale),
+                        ("--cfg-scale", args.cfg_scale), ("--guidance", args.guidance),
+                        ("--num-sampling-steps", args.num_sampling_steps), ("--sampler", args.sampler),
+                        ("--num-fid-samples", args.num_fid_samples),
+                        ("--per-proc-batch-size", args.per_proc_batch_size)):
         if value is not None:
             argv += [flag, str(value)]
     return argv

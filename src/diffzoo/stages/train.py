@@ -97,6 +97,25 @@ def import_weights(params, run, where) -> dict:
     return summary
 
 
+def make_tracker(params, run, ema, objective, data, proc, sharded: bool):
+    """The run's live tracking (params `track`; diffzoo.tracking), on the main process. Previews sample
+    the EMA on this process alone: not for an FSDP-sharded EMA."""
+    from ..report.figures import data_class_names
+    from ..tracking import Tracker, preview_grid
+
+    track, codec = params.track, {}
+
+    def preview():
+        if "codec" not in codec:
+            from ..latents import make_codec
+            codec["codec"] = make_codec(data.meta["vae"], data.scale, proc.device, run.latents.dtype)
+        names = data_class_names(paths(params)["images"] if params.uses_data else None, data.meta["classes"])
+        return preview_grid(ema, objective, codec["codec"], data.meta["shape"], names, run.sample,
+                            track.preview_per_class, proc.device)
+
+    return Tracker(run.id, track, enabled=proc.is_main, preview=None if sharded else preview)
+
+
 def train(params_path: str, exp_id: str) -> dict:
     import torch
 
@@ -117,7 +136,7 @@ def train(params_path: str, exp_id: str) -> dict:
     cfg, where = run.train, paths(params, exp_id)
     if cfg.checkpoint:
         return import_weights(params, run, where)
-    proc = setup_process()
+    proc = setup_process(None, params.resources.train_gpus, "resources.train_gpus")
     if proc.is_main:
         from ..runtime_facts import log_facts
         log_facts()
@@ -158,8 +177,12 @@ def train(params_path: str, exp_id: str) -> dict:
     if cfg.compile:
         net = torch.compile(net)
     log = LossLog(where["train_log"], proc)
-    state = train_loop(model, ema, net, objective, data, cfg, opt, proc, checkpointer, log, state, label_dropout,
-                       name=f"train {exp_id}")
+    tracker = make_tracker(params, run, ema, objective, data, proc, sharded)
+    try:
+        state = train_loop(model, ema, net, objective, data, cfg, opt, proc, checkpointer, log, state, label_dropout,
+                           name=f"train {exp_id}", tracker=tracker)
+    finally:
+        tracker.close()
     aux_metrics = model.aux_metrics()  # of the last step's forward (MoE expert load)
 
     summary = {}
