@@ -53,7 +53,7 @@ class Tracker:
             return
         from .report.figures import save_png
 
-        image = self.preview_fn()
+        image = self.preview_fn(done)
         self.folder.mkdir(parents=True, exist_ok=True)
         save_png(image, self.folder / f"preview-{done:07d}.png")
         if self.writer is not None:
@@ -66,7 +66,7 @@ class Tracker:
 
 
 def preview_grid(model: torch.nn.Module, objective, codec, latent_shape: list[int], class_names: list[str],
-                 sample_cfg, per_class: int, device: torch.device):
+                 sample_cfg, per_class: int, device: torch.device, title: str = "EMA samples"):
     """A class grid of `model`'s samples (the EMA's): the first 10 classes, `per_class` each, drawn with
     the run's sample settings from fixed seeds."""
     from .diffusion.gaussian_diffusion import randn
@@ -86,4 +86,4 @@ def preview_grid(model: torch.nn.Module, objective, codec, latent_shape: list[in
         images = to_adm_uint8(codec.decode(z))
     model.train(was_training)
     rows = {c: images[i * per_class:(i + 1) * per_class] for i, c in enumerate(classes)}
-    return class_grid([("EMA samples", rows)], class_names, per_class)
+    return class_grid([(title, rows)], class_names, per_class)

@@ -105,13 +105,13 @@ def make_tracker(params, run, ema, objective, data, proc, sharded: bool):
 
     track, codec = params.track, {}
 
-    def preview():
+    def preview(step: int):
         if "codec" not in codec:
             from ..latents import make_codec
             codec["codec"] = make_codec(data.meta["vae"], data.scale, proc.device, run.latents.dtype)
         names = data_class_names(paths(params)["images"] if params.uses_data else None, data.meta["classes"])
         return preview_grid(ema, objective, codec["codec"], data.meta["shape"], names, run.sample,
-                            track.preview_per_class, proc.device)
+                            track.preview_per_class, proc.device, f"{run.id}: EMA samples at step {step}")
 
     return Tracker(run.id, track, enabled=proc.is_main, preview=None if sharded else preview)
 
