@@ -3,10 +3,16 @@ two engines agree on what an artifact is, both ways, on one workspace."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import subprocess
 import time
 
+import numpy as np
+import pytest
 import yaml
+from PIL import Image
 from test_workflow import env_for, jobs, make_project, read, sh, tiny_params, write_params
 
 
@@ -21,7 +27,8 @@ def _one_experiment(**train) -> dict:
 def test_a_second_snakemake_call_during_a_run_changes_nothing_of_it(tmp_path):
     """During a run: params.yaml edited, `snakemake -n` to preview, and a second live call (refused by
     Snakemake's lock). The run's sample job still draws the run's number of samples, and the table's
-    row says what was drawn (from the sample job's record, not from params.yaml as it is now)."""
+    row says what was drawn (from the sample job's record, not from params.yaml as it is now). The run's
+    results page is then looked at in a real headless browser (check_results_page)."""
     p = make_project(tmp_path / "during")
     raw = _one_experiment(steps=3000, ckpt_every=1000, log_every=100)  # ~30 s: long enough to act while it trains
     write_params(p, raw)
@@ -45,10 +52,11 @@ def test_a_second_snakemake_call_during_a_run_changes_nothing_of_it(tmp_path):
 
     record = json.loads(read(p, "data/experiments/dit/samples.json"))
     assert record["num_samples"] == raw["sample"]["num_samples"] == 40
-    with __import__("numpy").load(p / "data/experiments/dit/samples.npz") as f:
+    with np.load(p / "data/experiments/dit/samples.npz") as f:
         assert len(f["arr_0"]) == 40
     row = next(line for line in read(p, "results/tables/default.md").splitlines() if "| dit " in line)
     assert "40 samples" in row and "16 samples" not in row
+    check_results_page(p, tmp_path / "page.png")
     # The edit is a change for the next run: it resamples, and only that (the edited file also has its
     # keys in another order, which means nothing: no retraining).
     assert jobs(sh(p, "snakemake", "-n", "--cores", "1")) == {("sample", "dit"), ("evaluate", "dit"), ("report", None)}
@@ -82,3 +90,30 @@ def test_the_engines_agree_on_artifacts_both_ways_on_one_workspace(tmp_path):
     assert jobs(sh(p, "dvc", "repro")) <= {("train", "dit"), ("sample", "dit"), ("evaluate", "dit"), ("report", None)}
     assert json.loads(read(p, "results/train/dit.json"))["engine"] == "dvc"
     assert "Data and pipelines are up to date" in sh(p, "dvc", "status")
+
+
+def check_results_page(project, shot):
+    """results/index.html opens on the rounded table (the real-data floor marked), shows every run's grid
+    and the plots (every picture it names is there), the params the run read and the code version; a
+    headless Chromium renders it (a screenshot with content top to bottom, not a blank page)."""
+    page = (project / "results/index.html").read_text()
+    first_table = page[page.index("<table>"):page.index("</table>")]
+    assert "<tr class=floor><td>real data</td>" in first_table and "<th>judge_acc</th>" in first_table
+    assert "<th>source</th>" not in first_table  # one value in every row: left out of the page
+    assert re.search(r"<td class=num>\d+\.\d\d</td>", first_table)  # rounded
+    for src in re.findall(r"<img src='([^']+)'", page):
+        assert (project / "results" / src).is_file(), src
+    assert "samples/dit.png" in page and "plots/loss.png" in page and "judge " in page
+    assert "num_samples: 40" in page and "stage code digest" in page
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        if os.environ.get("DIFFZOO_REQUIRE_BROWSER"):
+            pytest.fail("chromium is not installed (apt-get install chromium): the results page was not rendered")
+        return
+    subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=1400,1800", f"--screenshot={shot}", (project / "results/index.html").as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    image = np.asarray(Image.open(shot).convert("L"))
+    assert image.shape == (1800, 1400)
+    bands = [image[i:i + 300] for i in range(0, 1500, 300)]  # the table, the grids, the plots: ink everywhere
+    assert all((band < 128).mean() > 0.005 for band in bands), [float((b < 128).mean()) for b in bands]

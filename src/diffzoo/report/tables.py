@@ -257,6 +257,28 @@ def plot_losses(groups: dict[str, dict[str, Path]], path: Path) -> None:
     plt.close(fig)
 
 
+def compact_markdown(md: str) -> str:
+    """A Markdown table without the columns that hold one value in every row (the console and the results
+    page: `source`, `sfid`, `gpu_hours` on the default say nothing there); the files keep every column."""
+    lines = md.rstrip("\n").splitlines()
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if line.startswith("|")]
+    if len(rows) < 4:  # a header, its separator and at least two rows to compare
+        return md
+    body = rows[2:]
+    keep = [i for i in range(len(rows[0])) if len({r[i] for r in body}) > 1]
+    widths = [max(len(r[i]) if k != 1 else 3 for k, r in enumerate(rows)) for i in keep]
+    out = []
+    for k, r in enumerate(rows):
+        if k == 1:
+            cells = [(":" if r[i].startswith(":") else "-") + "-" * (w - 2) + (":" if r[i].endswith(":") else "-")
+                     for i, w in zip(keep, widths, strict=True)]
+        else:
+            cells = [r[i].rjust(w) if rows[1][i].endswith(":") and not rows[1][i].startswith(":") else r[i].ljust(w)
+                     for i, w in zip(keep, widths, strict=True)]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def write_tables(tables: list[str], ours: list[dict], out: Path) -> tuple[list[Path], list[dict]]:
     """results/tables/<table>.{md,csv,tex}: each table's published rows above ours. Returns the
     files and every row drawn (ours and the published ones) for the plots."""

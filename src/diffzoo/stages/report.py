@@ -1,8 +1,9 @@
 """the papers' tables (published rows beside ours) and the plots
 
 `diffzoo report --params P`: results/tables/<table>.{md,csv,tex} for every `report.tables` entry,
-results/plots/fid_vs_gflops.png, loss.png and samples.png (every run's samples side by side), from
-the metrics and training summaries of every run (diffzoo.report holds the tables and figures).
+results/plots/fid_vs_gflops.png, loss.png and samples.png (every run's samples side by side), and
+results/index.html (one page with all of it, report/page.py), from the metrics and training summaries
+of every run (diffzoo.report holds the tables and figures).
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def our_rows(params) -> list[dict]:
     return rows
 
 
-def report(params, out: Path = Path("results")) -> list[Path]:
+def report(params, out: Path = Path("results"), params_path: str | Path = "params.yaml") -> list[Path]:
     from ..report.figures import OVERVIEW, save_overview
     from ..report.tables import objective_label, plot_fid_vs_gflops, plot_losses, write_tables
 
@@ -58,13 +59,17 @@ def report(params, out: Path = Path("results")) -> list[Path]:
     per_class = min(params.run(r).sample.grid for r in params.run_ids)
     images = paths(params)["images"] if params.uses_data else None
     save_overview(images, {r: paths(params, r)["samples"] for r in params.run_ids}, per_class, out / OVERVIEW)
-    return written + [out / "plots" / "fid_vs_gflops.png", out / "plots" / "loss.png", out / OVERVIEW]
+    from ..report.page import write_index
+    runs = {r: {"metrics": paths(params, r)["metrics"], "grid": paths(params, r)["grid"]} for r in params.run_ids}
+    page = write_index(params, params_path, runs, out)
+    return written + [out / "plots" / "fid_vs_gflops.png", out / "plots" / "loss.png", out / OVERVIEW, page]
 
 
 def outputs(params) -> list[str]:
     """What the report writes (the Snakefile's report rule outputs)."""
     out = [f"results/tables/{table}.{ext}" for table in params.report.tables for ext in ("md", "csv", "tex")]
-    return out + ["results/plots/fid_vs_gflops.png", "results/plots/loss.png", "results/plots/samples.png"]
+    return out + ["results/plots/fid_vs_gflops.png", "results/plots/loss.png", "results/plots/samples.png",
+                  "results/index.html"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -76,17 +81,20 @@ def print_tables(params, out: Path = Path("results"), stream=None) -> None:
     files are."""
     import sys
 
+    from ..report.tables import compact_markdown
+
     stream = stream or sys.stdout
     for table in params.report.tables:
         md = out / "tables" / f"{table}.md"
-        if md.is_file():
-            print(md.read_text().rstrip() + "\n", file=stream)
+        if md.is_file():  # (the columns with one value in every row left out: the files have them)
+            print(compact_markdown(md.read_text()).rstrip() + "\n", file=stream)
     runs = params.run_ids
     times = stage_times(names={"check", "dataset", "images", "latents", "reference", "report"} | {
         f"{command}-{run_id}" for command in ("train", "import-checkpoint", "sample", "evaluate") for run_id in runs})
     if times is not None:
         print("time per stage (the last run of each; logs/benchmarks/*.tsv):\n" + times + "\n", file=stream)
-    print(f"tables: {out / 'tables'}/  plots: {out / 'plots'}/  sample grids: {out / 'samples'}/", file=stream)
+    print(f"results page: {out / 'index.html'}  tables: {out / 'tables'}/  plots: {out / 'plots'}/  "
+          f"sample grids: {out / 'samples'}/", file=stream)
 
 
 def stage_times(names: set[str], folder: Path | None = None) -> str | None:
@@ -114,6 +122,6 @@ def stage_times(names: set[str], folder: Path | None = None) -> str | None:
 
 def run(args) -> int:
     params = load_params(args.params)
-    report(params)
+    report(params, params_path=args.params)
     print_tables(params)
     return 0
