@@ -854,7 +854,6 @@ def paths(params: Params, run_id: str | None = None) -> dict[str, Path]:
             "sample_record": e / "samples.json",  # how they were drawn, and how many (the table's setting)
             "grid": Path("results") / "samples" / f"{run_id}.png",
             "metrics": Path("results") / "metrics" / f"{run_id}.json",
-            "headline": Path("results") / "headline" / f"{run_id}.json",  # the few numbers `dvc exp show` lists
         })
     return out
 

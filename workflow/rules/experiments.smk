@@ -93,7 +93,6 @@ rule evaluate:
         rerun=lambda w: rerun_marker("evaluate", w.exp),
     output:
         metrics=exp_path("metrics"),
-        headline=exp_path("headline"),
     params:
         slice=lambda w: pipeline.stage_slice(PARAMS, "evaluate", w.exp),
         code=pipeline.code_digest("evaluate"),  # rerun on a content change, whatever its mtime

@@ -91,9 +91,6 @@ def evaluate_run(params, run_id: str, device: str | None = None) -> dict:
             raise DiffzooError(f"{record} records {metrics['sampling'].get('num_samples')} samples, "
                                f"{where['samples']} holds {samples.num_images}: rerun the sample stage of {run_id!r}")
     write_json(where["metrics"], metrics)
-    from ..report.tables import metric_columns
-    headline = {k: v for k, v in metric_columns(metrics).items() if k != "features" and v is not None}
-    write_json(where["headline"], headline)
     print("\n".join(f"{run_id}: {line}" for line in format_metrics(metrics).splitlines()))  # lines name their run
     return metrics
 

@@ -62,14 +62,33 @@ def report(params, out: Path = Path("results"), params_path: str | Path = "param
     from ..report.page import write_index
     runs = {r: {"metrics": paths(params, r)["metrics"], "grid": paths(params, r)["grid"]} for r in params.run_ids}
     page = write_index(params, params_path, runs, out)
-    return written + [out / "plots" / "fid_vs_gflops.png", out / "plots" / "loss.png", out / OVERVIEW, page]
+    headline = write_headline(params, out / HEADLINE)
+    return written + [out / "plots" / "fid_vs_gflops.png", out / "plots" / "loss.png", out / OVERVIEW, page, headline]
+
+
+HEADLINE = "headline.json"  # under results/: what `dvc exp show` lists (dvc.yaml's only metrics file)
+
+
+def write_headline(params, path: Path) -> Path:
+    """results/headline.json: each run's FID and judge accuracy, {run: {fid, judge_acc}}, the two numbers
+    a sweep is read by; `dvc exp show --only-changed` shows them first, as <run>.fid and <run>.judge_acc.
+    (Every other figure is in results/metrics/<run>.json, the training summaries in results/train/.)"""
+    from ..utils import write_json
+
+    out = {}
+    for run_id in params.run_ids:
+        m = json.loads(paths(params, run_id)["metrics"].read_text())
+        pairs = (("fid", "fid"), ("judge_acc", "judge_accuracy"))
+        out[run_id] = {k: m[key] for k, key in pairs if m.get(key) is not None}
+    write_json(path, out, sort_keys=False)
+    return path
 
 
 def outputs(params) -> list[str]:
     """What the report writes (the Snakefile's report rule outputs)."""
     out = [f"results/tables/{table}.{ext}" for table in params.report.tables for ext in ("md", "csv", "tex")]
     return out + ["results/plots/fid_vs_gflops.png", "results/plots/loss.png", "results/plots/samples.png",
-                  "results/index.html"]
+                  "results/index.html", f"results/{HEADLINE}"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
