@@ -420,14 +420,22 @@ def _lookup(raw, loc):
     return node
 
 
+def _did_you_mean(key: str, fields: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, fields, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def _one_line(err: ValidationError, raw: dict) -> str:
     """The first error as one line: the key, the value and what is allowed."""
     e = err.errors(include_url=False)[0]
     loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
     where, value, kind, msg = ".".join(map(str, loc)), e.get("input"), e["type"], e["msg"]
     if kind == "unknown_key":
-        allowed = ", ".join(SECTIONS[e["ctx"]["section"]].model_fields)
-        return f"unknown key {where}.{e['ctx']['key']}; allowed: {allowed}"
+        fields = list(SECTIONS[e["ctx"]["section"]].model_fields)
+        hint = _did_you_mean(e["ctx"]["key"], fields)
+        return f"unknown key {where}.{e['ctx']['key']}{hint}; allowed: {', '.join(fields)}"
     if loc and isinstance(loc[-1], int):  # an item of a list
         where, value = ".".join(map(str, loc[:-1])), value
         if kind == "literal_error":
@@ -436,8 +444,10 @@ def _one_line(err: ValidationError, raw: dict) -> str:
     if kind == "extra_forbidden":
         parent = _lookup(raw, loc[:-1]) if len(loc) > 1 else raw
         model = _model_at(loc[:-1])
-        allowed = ", ".join(model.model_fields) if model else ""
-        return f"unknown key {where}; allowed: {allowed}" if parent is not None else f"unknown key {where}"
+        fields = list(model.model_fields) if model else []
+        hint = _did_you_mean(str(loc[-1]), fields)
+        return (f"unknown key {where}{hint}; allowed: {', '.join(fields)}" if parent is not None
+                else f"unknown key {where}{hint}")
     if kind == "missing":
         if len(loc) >= 3 and loc[0] == "experiments":
             return (f"{'.'.join(map(str, loc[:2]))} lacks {loc[-1]} (write every one of "

@@ -36,7 +36,8 @@ try:
         _raw = merge(_raw, typed_leaves(dict(workflow.config_settings.config)))
     PARAMS = validate(_raw)
 except DiffzooError as err:
-    _where = "" if any(str(err).startswith(f) for f in _files) else f"{', '.join(_files)}: "
+    _given = _files + (["--config"] if workflow.config_settings.config and not _submitted else [])
+    _where = "" if any(str(err).startswith(f) for f in _files) else f"{' + '.join(_given)}: "
     sys.exit(f"diffzoo: {_where}{err}")
 validate_schema(_raw, "../schemas/params.schema.json", set_default=False)  # the schema derived from the same types
 PARAMS_FILE = _submitted or write_snapshot(_raw)

@@ -35,7 +35,8 @@ def list_models() -> list[str]:
 
 def check_model_name(name: str) -> None:
     if name not in _MODELS:
-        close = difflib.get_close_matches(name, _MODELS, n=3)
+        by_case = [m for m in _MODELS if m.lower() == name.lower()]  # dit-s/2 -> DiT-S/2
+        close = by_case or difflib.get_close_matches(name, _MODELS, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise KeyError(f"unknown model {name!r}{hint}; registered: {', '.join(list_models())}")
 

@@ -11,6 +11,7 @@ Two forms:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..errors import DiffzooError
 
@@ -38,9 +39,14 @@ def add_extractor_arguments(p: argparse.ArgumentParser, default: str | None = No
 
 def extractor_from_args(args, recorded: str | None = None):
     from ..evaluate.features import load_extractor
+    from ..evaluate.reference import CLASSIFIER
 
     name = args.extractor or recorded or "inception"
     weights = args.inception_weights if name == "inception" else args.classifier_weights
+    if name == "classifier" and weights is None and getattr(args, "ref", None):
+        ref = Path(args.ref)
+        beside = (ref if ref.is_dir() else ref.parent) / CLASSIFIER  # the reference stage's output holds both
+        weights = str(beside) if beside.is_file() else None
     return load_extractor(name, weights, args.device, allow_download=not args.no_download)
 
 
