@@ -34,7 +34,7 @@ def test_default_params_are_valid_and_complete():
 
 
 BAD_VALUES = [
-    ("train.stpes", 5, r"unknown key train.stpes; allowed: steps, global_batch_size"),
+    ("train.stpes", 5, r"unknown key train.stpes \(did you mean steps\?\); allowed: steps, global_batch_size"),
     ("data.source", "imagenet",
      r"data.source = 'imagenet' is not allowed; allowed: 'digits' \| 'fashion_mnist' \| 'imagenet-tar'"),
     ("train.lr", "1e-4", r"train.lr = '1e-4' is a string, not a number; write floats .* \(1.0e-4\)"),
@@ -67,7 +67,8 @@ BAD_VALUES = [
     ("experiments.dit-s2.model", "DiT-XXL/2", r"experiments.dit-s2.model: unknown model 'DiT-XXL/2' .*registered: "),
     ("experiments.dit-s2.objective", "flow",
      r"experiments.dit-s2.objective = 'flow' is not allowed; allowed: 'ddpm' \| 'rectified_flow'"),
-    ("experiments.dit-s2.train", {"stesp": 3}, r"unknown key experiments.dit-s2.train.stesp; allowed: steps"),
+    ("experiments.dit-s2.train", {"stesp": 3},
+     r"unknown key experiments.dit-s2.train.stesp \(did you mean steps\?\); allowed: steps"),
     ("experiments.dit-s2.train", {"lr": -3.0}, r"experiments.dit-s2.train.lr = -3.0 must be > 0"),
     ("experiments.dit-s2.model_args", {"hidden_size": 64, "depth": 4, "num_heads": 4, "patch_size": 3},
      r"experiments.dit-s2.model_args do not build DiT-S/2 for 1x8x8 inputs: input_size 8 is not divisible by "
@@ -79,7 +80,8 @@ BAD_VALUES = [
     ("latents.scale", 0.0, r"latents.scale = 0.0 must be > 0"),
     ("autoencoder.block_out_channels", [16, 30], r"autoencoder.block_out_channels = \[16, 30\]: every width must be "
      r"a multiple of autoencoder.norm_groups = 8"),
-    ("experiments.dit-s2.latents", {"vea": "x"}, r"unknown key experiments.dit-s2.latents.vea; allowed: vae, scale"),
+    ("experiments.dit-s2.latents", {"vea": "x"},
+     r"unknown key experiments.dit-s2.latents.vea \(did you mean vae\?\); allowed: vae, scale"),
     ("experiments.dit-s2.latents", {"vae": "me/vae@0123abc"},
      r"experiments.dit-s2.latents.grayscale = true needs vae 'identity' \(pixel space\) or 'autoencoder'"),
     ("train.prediction", "score", r"train.prediction = 'score' is not allowed; allowed: 'eps' \| 'v' \| 'x0'"),

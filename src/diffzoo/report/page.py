@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
@@ -97,7 +98,7 @@ def write_index(params, params_path: str | Path, runs: dict[str, dict], out: Pat
             fid, judge = m.get("fid"), m.get("judge_accuracy")
             caption += (f" &middot; FID {fid:.2f}" if isinstance(fid, float) else "") + (
                 f" &middot; judge {judge:.3f}" if isinstance(judge, float) else "")
-        rel = Path(where["grid"]).relative_to(out).as_posix()
+        rel = Path(os.path.relpath(Path(where["grid"]).resolve(), out.resolve())).as_posix()
         parts.append(f"<figure><img src='{rel}' alt='{html.escape(run_id)} samples'>"
                      f"<figcaption>{caption}</figcaption></figure>")
     parts.append("</div><h2>Plots</h2><div class=plots>")
