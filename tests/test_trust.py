@@ -57,6 +57,7 @@ def test_a_second_snakemake_call_during_a_run_changes_nothing_of_it(tmp_path):
     row = next(line for line in read(p, "results/tables/default.md").splitlines() if "| dit " in line)
     assert "40 samples" in row and "16 samples" not in row
     check_results_page(p, tmp_path / "page.png")
+    check_live_tracking(p / "logs/tensorboard/dit", steps=3000, every=500)
     # The edit is a change for the next run: it resamples, and only that (the edited file also has its
     # keys in another order, which means nothing: no retraining).
     assert jobs(sh(p, "snakemake", "-n", "--cores", "1")) == {("sample", "dit"), ("evaluate", "dit"), ("report", None)}
@@ -117,3 +118,68 @@ def check_results_page(project, shot):
     assert image.shape == (1800, 1400)
     bands = [image[i:i + 300] for i in range(0, 1500, 300)]  # the table, the grids, the plots: ink everywhere
     assert all((band < 128).mean() > 0.005 for band in bands), [float((b < 128).mean()) for b in bands]
+
+
+def test_unit_checks_of_the_small_fixes(tmp_path, monkeypatch):
+    """preset --out leaves the file alone on a typo (and names the preset meant); --device cuda without
+    CUDA and GPUs asked for by params are one line; sample --ckpt takes a diffzoo model's own settings;
+    the console/page table leaves out constant columns only."""
+    import argparse
+
+    import torch
+
+    from diffzoo.errors import DiffzooError
+    from diffzoo.report.tables import compact_markdown
+    from diffzoo.runtime import check_device
+    from diffzoo.stages import preset
+    from diffzoo.stages.sample import DIT_SAMPLE_DEFAULTS, standalone_settings
+    from test_workflow import ROOT
+
+    monkeypatch.chdir(ROOT)
+    target = tmp_path / "params.yaml"
+    target.write_text("kept: true\n")
+    with pytest.raises(DiffzooError, match="did you mean 'dit_table4'"):
+        preset.run(argparse.Namespace(preset="dit_tabel4", out=str(target)))
+    assert target.read_text() == "kept: true\n"
+    preset.run(argparse.Namespace(preset="quick", out=str(target)))
+    assert yaml.safe_load(target.read_text())["experiments"]["dit-s2"]["model"] == "DiT-S/2"
+
+    with pytest.raises(DiffzooError, match="not a device"):
+        check_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DiffzooError, match="--device cuda, but torch .* sees no CUDA device"):
+            check_device("cuda")
+        with pytest.raises(DiffzooError, match="resources.train_gpus = 4, .* set resources.train_gpus: 0"):
+            check_device(None, 4, "resources.train_gpus")
+    check_device("cpu")
+    check_device(None, 0, "resources.train_gpus")
+
+    none = argparse.Namespace(num_fid_samples=None, per_proc_batch_size=None, num_sampling_steps=None, sampler=None,
+                              cfg_scale=None, guidance=None, global_seed=0)
+    ours = {"num_samples": 500, "batch_size": 250, "sampling_steps": "ddim25", "sampler": "ddim", "cfg_scale": 1.0,
+            "guidance": "all", "seed": 3, "grid": 8}
+    cfg = standalone_settings(none, ours)
+    got = (cfg.num_samples, cfg.sampling_steps, cfg.sampler, cfg.cfg_scale, cfg.seed)
+    assert got == (500, "ddim25", "ddim", 1.0, 0)
+    cfg = standalone_settings(argparse.Namespace(**{**vars(none), "cfg_scale": 2.0}), None)  # released weights
+    assert cfg.cfg_scale == 2.0 and cfg.num_samples == DIT_SAMPLE_DEFAULTS["num_samples"] == 50_000
+
+    md = ("| source | experiment | fid |\n|:--|:--|--:|\n| diffzoo | real data | 2.43 |\n"
+          "| diffzoo | dit | 21.25 |\n")
+    compact = compact_markdown(md)
+    assert "source" not in compact and "real data" in compact and "21.25" in compact
+    assert compact.splitlines()[1].rstrip(" |").endswith(":")  # the numbers stay right-aligned
+
+
+def check_live_tracking(folder, steps: int, every: int):
+    """The run's TensorBoard events, read with TensorBoard's own reader: loss, lr and images/s at every
+    log interval, and a grid of EMA samples every `every` steps (also as PNG files)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    assert {"train/loss", "train/lr", "train/images_per_s"} <= set(events.Tags()["scalars"])
+    losses = events.Scalars("train/loss")
+    assert losses[-1].step == steps and losses[-1].value < losses[0].value  # it learned
+    assert [e.step for e in events.Images("samples/ema")] == list(range(every, steps + 1, every))
+    assert sorted(p.name for p in folder.glob("preview-*.png"))[-1] == f"preview-{steps:07d}.png"

@@ -98,7 +98,8 @@ def write_index(params, params_path: str | Path, runs: dict[str, dict], out: Pat
             fid, judge = m.get("fid"), m.get("judge_accuracy")
             caption += (f" &middot; FID {fid:.2f}" if isinstance(fid, float) else "") + (
                 f" &middot; judge {judge:.3f}" if isinstance(judge, float) else "")
-        rel = Path(os.path.relpath(Path(where["grid"]).resolve(), out.resolve())).as_posix()
+        # (abspath, not resolve: a cached output is a link into the cache, the page links the name)
+        rel = Path(os.path.relpath(os.path.abspath(where["grid"]), os.path.abspath(out))).as_posix()
         parts.append(f"<figure><img src='{rel}' alt='{html.escape(run_id)} samples'>"
                      f"<figcaption>{caption}</figcaption></figure>")
     parts.append("</div><h2>Plots</h2><div class=plots>")
