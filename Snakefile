@@ -13,6 +13,9 @@ localrules: all, report
 # the user points it elsewhere.
 os.environ.setdefault("SNAKEMAKE_OUTPUT_CACHE", str(Path(".cache/snakemake").resolve()))
 Path(os.environ["SNAKEMAKE_OUTPUT_CACHE"]).mkdir(parents=True, exist_ok=True)
+# ... with its entries writable only as the user's umask allows (Snakemake's own are 0666/0777).
+from diffzoo.pipeline import private_output_cache
+private_output_cache(os.environ["SNAKEMAKE_OUTPUT_CACHE"])
 
 envvars:
     "SNAKEMAKE_OUTPUT_CACHE",

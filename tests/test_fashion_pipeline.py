@@ -37,6 +37,7 @@ def fashion_params() -> dict:
                    "cfg_scale": 1.0},
         "evaluate": {"feature_extractor": "classifier", "pr_distance_dtype": "float32"},
         "report": {"tables": ["fashion"]},
+        "resources": {"train_gpus": 0, "sample_gpus": 0, "gpus": 0},  # CPU jobs (a local run checks for GPUs)
         "experiments": {
             "latent": {"model": "DiT-S/2", "model_args": tiny, "objective": "ddpm", "train": {}, "sample": {},
                        "latents": {}},

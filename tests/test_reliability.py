@@ -602,3 +602,40 @@ def test_two_standalone_samplings_into_one_file_do_not_destroy_each_other(prepar
     diffzoo(root, *argv)  # from another folder, once the first is done
     with np.load(out) as z:
         assert z["arr_0"].shape[0] == 4
+
+
+def test_the_output_cache_is_writable_only_by_its_owner(tmp_path):
+    """Snakemake's output cache stores entries 0666/0777 (a cache shared by users); our outputs link
+    into it, so another local user could rewrite a model or a shard. Entries follow the umask: stored
+    ones, and those an earlier run left open. Another user (nobody) can read but not change them."""
+    import tempfile
+
+    from test_workflow import make_project, sh, write_params
+
+    shared = Path(tempfile.mkdtemp(prefix="diffzoo-cache-", dir="/tmp"))  # traversable by others, unlike tmp_path
+    try:
+        shared.chmod(0o755)
+        p = make_project(shared / "project")
+        write_params(p, params_for_suite())
+        sh(p, "snakemake", "--cores", "2", "data/digits/images-8")
+        images = p / "data/digits/images-8"
+        assert images.is_symlink(), "images-8 did not come from the output cache"
+        entries = list((p / ".cache/snakemake").iterdir())
+        assert entries
+        for path in [q for e in entries for q in [e, *e.rglob("*")]]:
+            assert path.stat().st_mode & 0o022 == 0, f"{path} is {path.stat().st_mode & 0o777:o}"
+        shard = next(f for f in images.resolve().iterdir() if f.is_file())
+        if os.geteuid() == 0:  # as another user: reading works, writing does not
+            nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c"]
+            assert subprocess.run(nobody + [f"cat '{shard}' > /dev/null"]).returncode == 0
+            for attack in (f"echo x >> '{shard}'", f"touch '{images}/new-file'"):
+                proc = subprocess.run(nobody + [attack], capture_output=True, text=True)
+                assert proc.returncode != 0 and "Permission denied" in proc.stderr, attack
+        # an entry an earlier Snakemake left world-writable is closed when the Snakefile is next read
+        shard.chmod(0o666)
+        images.resolve().chmod(0o777)
+        sh(p, "snakemake", "--cores", "1", "-n")
+        assert shard.stat().st_mode & 0o777 == 0o644 & ~0o022
+        assert images.resolve().stat().st_mode & 0o777 == 0o755
+    finally:
+        shutil.rmtree(shared)

@@ -105,7 +105,7 @@ def check_results_page(project, shot):
     for src in re.findall(r"<img src='([^']+)'", page):
         assert (project / "results" / src).is_file(), src
     assert "samples/dit.png" in page and "plots/loss.png" in page and "judge " in page
-    assert "num_samples: 40" in page and "stage code digest" in page
+    assert "num_samples: 40" in page and "package digest" in page
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         if os.environ.get("DIFFZOO_REQUIRE_BROWSER"):
@@ -153,6 +153,10 @@ def test_unit_checks_of_the_small_fixes(tmp_path, monkeypatch):
             check_device(None, 4, "resources.train_gpus")
     check_device("cpu")
     check_device(None, 0, "resources.train_gpus")
+    # the params check covers every resources key a stage's GPUS names
+    from diffzoo.pipeline import pipeline_stages, stage_module
+    from diffzoo.runtime import GPU_KEYS
+    assert {getattr(stage_module(s), "GPUS", 0) for s in pipeline_stages()} - {0} == set(GPU_KEYS)
 
     none = argparse.Namespace(num_fid_samples=None, per_proc_batch_size=None, num_sampling_steps=None, sampler=None,
                               cfg_scale=None, guidance=None, global_seed=0)

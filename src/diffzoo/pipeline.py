@@ -8,13 +8,12 @@ same code as `deps:` (tests/test_params.py checks that the two agree).
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 import importlib
+import os
 from pathlib import Path
 
 from .estimate import runtime_minutes
-from .utils import PACKAGE, source_files
+from .utils import PACKAGE, files_digest, source_files
 
 
 def stage_module(stage: str):
@@ -37,18 +36,7 @@ def code_digest(stage: str, params=None, run_id: str | None = None) -> str:
     """sha256 over the names and contents of the stage's source files (code_files): a rule's param, so
     Snakemake reruns a job when its code's content changes, as DVC does, and not only when a file's
     modification time is newer than the outputs (rsync -a, cp -p, tar x or clock skew keep old times)."""
-    return _digest_of(tuple(code_files(stage, params, run_id)))
-
-
-@functools.cache
-def _digest_of(files: tuple[str, ...]) -> str:
-    h = hashlib.sha256()
-    for f in files:
-        path = Path(f).resolve()
-        name = path.relative_to(PACKAGE.resolve()) if path.is_relative_to(PACKAGE.resolve()) else path
-        h.update(f"{name.as_posix()}\0".encode())  # package-relative: a moved or copied project agrees
-        h.update(Path(f).read_bytes())
-    return h.hexdigest()[:16]
+    return files_digest(tuple(code_files(stage, params, run_id)))
 
 
 def train_inputs(params, run_id: str) -> list[str]:
@@ -228,3 +216,28 @@ def stale_markers(params, engine: str) -> list[tuple[str, str | None, str]]:
                 marker.touch()
             found.append((stage, run_id or codec or None, str(marker)))
     return found
+
+
+def private_output_cache(cache: str | Path) -> None:
+    """Snakemake's between-workflow output cache makes every entry 0666 (folders 0777), meant for a
+    cache that several users share; the outputs are links into it, so any local user could rewrite a
+    trained model or a latents shard. Here entries follow the user's umask instead (022: only the owner
+    writes), both the ones stored from now on and the ones an earlier run left (the caller's own)."""
+    from snakemake.caching.local import OutputFileCache
+
+    from .utils import umask
+
+    mask = umask()
+
+    def chmod_tree(entry: Path) -> None:
+        for path in [entry, *entry.rglob("*")] if entry.is_dir() and not entry.is_symlink() else [entry]:
+            if path.is_symlink() or path.lstat().st_uid != os.getuid():
+                continue
+            mode = 0o777 if path.is_dir() else (0o777 if path.stat().st_mode & 0o100 else 0o666)
+            if path.stat().st_mode & 0o777 != mode & ~mask:
+                path.chmod(mode & ~mask)
+
+    OutputFileCache.set_permissions = lambda self, entry: chmod_tree(Path(entry))
+    for entry in Path(cache).iterdir() if Path(cache).is_dir() else []:
+        if entry.lstat().st_mode & mask:  # left more open than the umask allows (e.g. by an earlier run)
+            chmod_tree(entry)

@@ -61,6 +61,16 @@ def check_device(device: str | None, gpus_asked: int = 0, asked_by: str = "") ->
                            f"run on a GPU machine (the slurm profile), or set {fix}")
 
 
+GPU_KEYS = ("train_gpus", "sample_gpus", "gpus")  # the resources keys the stages' GPUS name
+
+
+def check_params_gpus(params) -> None:
+    """The most GPUs any job of the params asks for, on this machine (one line naming the key, else
+    nothing): Snakemake's local run and `diffzoo check --dvc` call it before the first job."""
+    key = max(GPU_KEYS, key=lambda k: getattr(params.resources, k))
+    check_device(None, getattr(params.resources, key), f"resources.{key}")
+
+
 def setup_process(device: str | None = None, gpus_asked: int = 0, asked_by: str = "") -> Process:
     """Join torchrun's process group (if any) and take this rank's GPU (or the CPU); TF32 matmuls and
     convolutions on CUDA, as the official DiT train.py and sample_ddp.py allow them. Refuses in one line

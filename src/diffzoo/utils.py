@@ -7,6 +7,7 @@ the permissions of the user's umask (mkstemp alone would make them 0600).
 from __future__ import annotations
 
 import contextlib
+import functools
 import fcntl
 import hashlib
 import json
@@ -163,6 +164,18 @@ def source_files(patterns, model: str | None = None) -> list[str]:
 
         files |= {PACKAGE / p for p in memo("model-files", model, lambda: _model_files(model))}
     return sorted(_relative(f) for f in files)
+
+
+@functools.cache
+def files_digest(files: tuple[str, ...]) -> str:
+    """Short sha256 of source files' names (package-relative: a moved or copied project agrees) and bytes."""
+    h = hashlib.sha256()
+    for f in files:
+        path = Path(f).resolve()
+        name = path.relative_to(PACKAGE) if path.is_relative_to(PACKAGE) else path
+        h.update(f"{name.as_posix()}\0".encode())
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _model_files(model: str) -> list[str]:

@@ -122,8 +122,8 @@ onstart:
     try:
         check_inputs(PARAMS)
         if workflow.local_exec:  # the jobs run here: the GPUs the params ask for must be here
-            from diffzoo.stages.check import check_gpus
-            check_gpus(PARAMS)
+            from diffzoo.runtime import check_params_gpus
+            check_params_gpus(PARAMS)
     except DiffzooError as err:
         sys.exit(f"diffzoo: {', '.join(_files)}: {err}")
     print(cost_summary(PARAMS), file=sys.stderr)

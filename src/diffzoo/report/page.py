@@ -66,16 +66,15 @@ def code_version(root: Path = Path(".")) -> str:
 
 def write_index(params, params_path: str | Path, runs: dict[str, dict], out: Path = Path("results")) -> Path:
     """results/index.html. `runs`: run id -> {"metrics": metrics.json path, "grid": PNG path}."""
-    from ..pipeline import _digest_of, code_files, pipeline_stages
-    from ..utils import atomic_path
+    from ..utils import PACKAGE, atomic_path, files_digest
 
     out = Path(out)
     parts = [f"<!doctype html><html><head><meta charset=utf-8><title>diffzoo results</title><style>{STYLE}</style>"
              "</head><body>", "<h1>diffzoo results</h1>"]
-    files = tuple(f for s in pipeline_stages() for f in code_files(s))
+    files = tuple(sorted(str(f) for f in PACKAGE.rglob("*.py")))
     parts.append(f"<p class=meta>written {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} &middot; params "
-                 f"{html.escape(str(params_path))} &middot; code {html.escape(code_version())} (stage code digest "
-                 f"{_digest_of(tuple(sorted(set(files))))})</p>")
+                 f"{html.escape(str(params_path))} &middot; code {html.escape(code_version())} (package digest "
+                 f"{files_digest(files)})</p>")
     for table in params.report.tables:
         md = out / "tables" / f"{table}.md"
         if md.is_file():

@@ -22,28 +22,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="where to record the check (JSON: the experiments and samplings)")
 
 
-def check_gpus(params) -> None:
-    """The GPUs the params ask for, on this machine (one line naming the key, else nothing)."""
-    from ..pipeline import gpus, pipeline_stages, stage_module
-    from ..runtime import check_device
-
-    asked = {s: gpus(params, s) for s in pipeline_stages()}
-    stage = max(asked, key=asked.get)
-    if asked[stage]:
-        key = stage_module(stage).GPUS
-        check_device(None, asked[stage], f"resources.{key}" if isinstance(key, str) else f"the {stage} stage")
-
-
 def run(args) -> int:
+    from ..runtime import check_params_gpus
     from ..utils import write_json
 
     params = load_params(args.params)
     check_inputs(params)
     if args.dvc:
-        check_gpus(params)
+        check_params_gpus(params)
     else:  # perhaps a login node planning a cluster run: say it, do not refuse
         try:
-            check_gpus(params)
+            check_params_gpus(params)
         except DiffzooError as err:
             print(f"note: {str(err).split(': run on')[0]}: fine for a cluster run, not for a local one")
     own = [e for e in params.experiments if params.experiments[e].latents]
