@@ -471,13 +471,16 @@ LAUGHS = "[" + ", ".join(f"&{a} [{', '.join([f'*{p}'] * 9 if p else ['lol'] * 9)
                          for a, p in zip("abcdefghi", [None, *"abcdefgh"], strict=True)) + "]"
 
 
-@pytest.mark.parametrize("where", ["data.name", "model_args", "recursive", "size"])
+@pytest.mark.parametrize("where", ["data.name", "model_args", "recursive", "size", "deep"])
 def test_hostile_params_files_are_refused_at_once(tmp_path, where):
-    """A 1 KB alias bomb (10^9 values once expanded), an alias that contains itself and a 2 MB params
-    file are each refused in one line naming the file, by `diffzoo check` and by Snakemake's planning,
-    in well under the seconds a bomb takes to hang them."""
+    """A 1 KB alias bomb (10^9 values once expanded), an alias that contains itself, a 2 MB params
+    file and lists 5000 deep are each refused in one line naming the file, by `diffzoo check` and by
+    Snakemake's planning, in well under the seconds a bomb takes to hang them. (The deep file stops
+    Snakemake with its own RecursionError traceback: it reads a --configfile before our Snakefile.)"""
     raw = tiny_params()
-    if where == "size":
+    if where == "deep":
+        text = yaml.safe_dump(raw) + "deep: " + "[" * 5000 + "]" * 5000 + "\n"
+    elif where == "size":
         raw["comment"] = "x" * 2_000_000
         text = yaml.safe_dump(raw)
     elif where == "recursive":
@@ -492,13 +495,15 @@ def test_hostile_params_files_are_refused_at_once(tmp_path, where):
     path.write_text(text)
     t0 = time.perf_counter()
     proc = diffzoo(tmp_path, "check", "--params", "params.yaml", check=False)
-    expected = {"size": "a params file is at most", "recursive": "contains itself"}.get(where, "alias bomb")
+    expected = {"size": "a params file is at most", "recursive": "contains itself",
+                "deep": "nested too deeply"}.get(where, "alias bomb")
     one_line_error(proc, "params.yaml", expected)
     plan = subprocess.run(["snakemake", "-n", "--cores", "1", "-s", str(ROOT / "Snakefile"), "--configfile",
                            str(path)], cwd=tmp_path, env=dict(ENV, PATH=str(Path(sys.executable).parent) + os.pathsep
                                                                  + os.environ["PATH"]),
                           capture_output=True, text=True, timeout=120)
-    assert plan.returncode != 0 and expected in plan.stdout + plan.stderr, (plan.stdout + plan.stderr)[-2000:]
+    said = "RecursionError" if where == "deep" else expected
+    assert plan.returncode != 0 and said in plan.stdout + plan.stderr, (plan.stdout + plan.stderr)[-2000:]
     assert time.perf_counter() - t0 < 60
 
 
@@ -639,3 +644,159 @@ def test_the_output_cache_is_writable_only_by_its_owner(tmp_path):
         assert images.resolve().stat().st_mode & 0o777 == 0o755
     finally:
         shutil.rmtree(shared)
+
+
+def _tiny_checkpoint(folder: Path) -> Path:
+    """A small DiT-S/4 written as our checkpoints are (safetensors + model.json)."""
+    import torch
+
+    from diffzoo.checkpoints import model_json, save_checkpoint
+    from diffzoo.models import create_model
+
+    args = {"input_size": 8, "in_channels": 1, "num_classes": 10, "hidden_size": 32, "depth": 2, "num_heads": 2}
+    torch.manual_seed(0)
+    model = create_model("DiT-S/4", **args)
+    path = folder / "model.safetensors"
+    save_checkpoint(path, model.state_dict(), model_json("DiT-S/4", args, "ddpm", {}, "identity", 1.0, [1, 8, 8], 10))
+    return path
+
+
+HOSTILE_MODEL_JSON = {  # an edit of the model.json -> what the one line names
+    "huge depth": (lambda c: c["model_args"].update(depth=10_000_000), "model_args.depth = 10000000 exceeds"),
+    "huge width": (lambda c: c["model_args"].update(hidden_size=200_000), "model_args.hidden_size = 200000"),
+    "a list": (lambda c: [c], "is a JSON list, not an object"),
+    "unknown model": (lambda c: c.update(model="DiT-Q/4"), "model = 'DiT-Q/4' is not a registered model"),
+    "negative size": (lambda c: c["model_args"].update(hidden_size=-32), "model_args.hidden_size = -32 is negative"),
+    "zero classes": (lambda c: c["model_args"].update(num_classes=0), "does not match the model"),
+    "no class names": (lambda c: c["latents"].update(classes=[]), "latents.classes must list the class names"),
+    "unknown objective": (lambda c: c.update(objective="score"), "objective = 'score'; allowed: ddpm"),
+    "heads do not divide": (lambda c: c["model_args"].update(num_heads=3), "model_args do not build DiT-S/4"),
+    "text size": (lambda c: c["model_args"].update(depth=[2]), "model_args.depth = [2] is not a finite number"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_MODEL_JSON))
+def test_a_hostile_model_json_is_refused_before_a_model_is_built(tmp_path, case):
+    """model.json is input (it also comes with `sample --ckpt`): a traceback, or 6 GB in a minute for
+    depth 1e7, became one line naming the key. The unedited file samples (the check refuses no model of ours)."""
+    from diffzoo.checkpoints import load_model
+
+    path = _tiny_checkpoint(tmp_path)
+    load_model(path)
+    edit, expected = HOSTILE_MODEL_JSON[case]
+    config = json.loads(path.with_suffix(".json").read_text())
+    edited = edit(config)
+    path.with_suffix(".json").write_text(json.dumps(config if edited is None else edited))
+    proc = diffzoo(tmp_path, "sample", "--ckpt", str(path), "--num-fid-samples", "4", "--out", "s.npz",
+                   "--device", "cpu", check=False)
+    one_line_error(proc, "model", expected)
+    assert not (tmp_path / "s.npz").exists()
+
+
+def test_every_registered_model_passes_the_model_json_check():
+    """The bound of check_config (no integer of model_args above both the tensor count and the largest
+    dimension) holds for every backbone at its full size and at a tiny one."""
+    import torch
+
+    from diffzoo.checkpoints import check_config, model_json
+    from diffzoo.models import create_model, list_models
+
+    for name in list_models():
+        for args in ({"input_size": 32, "in_channels": 4, "num_classes": 1000},
+                     {"input_size": 8, "in_channels": 1, "num_classes": 10, "hidden_size": 32, "depth": 2}):
+            with torch.device("meta"):
+                try:
+                    tensors = create_model(name, **args).state_dict()
+                except ValueError:  # an attention model: heads that divide the tiny width
+                    args = {**args, "num_heads": 2}
+                    tensors = create_model(name, **args).state_dict()
+            side = args["input_size"]
+            check_config(model_json(name, args, "ddpm", {}, "identity", 1.0, [args["in_channels"], side, side],
+                                    args["num_classes"]), tensors, name)
+
+
+def test_poor_messages_of_the_second_round_name_the_thing(tmp_path):
+    """Issue 25's poor messages: a revision of '..' parts is no repo id (it cost 42 s of HTTP retries);
+    a released name under a missing folder is a missing file, not a download; gpu_model and partitions
+    are names (SLURM's a,b lists too); a full disk names the artifact, not a temporary name."""
+    import errno
+
+    from diffzoo import hub
+    from diffzoo.checkpoints import resolve_checkpoint
+    from diffzoo.errors import DiffzooError
+    from diffzoo.params import load_params
+    from diffzoo.utils import atomic_path
+
+    assert not hub.is_ref("../..") and not hub.is_ref("stabilityai/sd-vae-ft-ema@../../..")
+    assert hub.is_ref("stabilityai/sd-vae-ft-ema@refs/pr/1") and hub.is_ref("a.b/c-d@v1.0")
+    with pytest.raises(DiffzooError, match=r"/missing/dir/DiT-XL-2-256x256.pt: no such file \(the released name"):
+        resolve_checkpoint("/missing/dir/DiT-XL-2-256x256.pt")
+    for key, value, ok in (("gpu_model", "h100;rm -rf", False), ("partition", "gpu,gpu2", True),
+                           ("account", "lab 42", False), ("gpu_partition", "a100", True)):
+        raw = tiny_params()
+        raw["resources"][key] = value
+        (tmp_path / "p.yaml").write_text(yaml.safe_dump(raw))
+        if ok:
+            load_params(tmp_path / "p.yaml")
+        else:
+            with pytest.raises(DiffzooError, match=f"resources.{key} = {value!r} must be"):
+                load_params(tmp_path / "p.yaml")
+    final = tmp_path / "out" / "samples.npz"
+    with pytest.raises(OSError) as caught, atomic_path(final) as tmp:
+        tmp.write_bytes(b"x")
+        raise OSError(errno.EFBIG, "File too large")  # what a write past the quota raises, without a name
+    assert caught.value.filename == str(final) and not list(final.parent.iterdir())
+
+
+def test_another_users_lock_file_and_a_read_only_folder(tmp_path):
+    """A lock file another user left (0644) no longer blocks everyone with 'Permission denied' (flock
+    works on a read-only descriptor); a folder the job cannot write is one line before any work. Run as
+    user nobody where the test is root (CI), so permissions apply."""
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="diffzoo-perm-", dir="/tmp"))
+    try:
+        shared.chmod(0o755)
+        root = shared / "p"
+        root.mkdir()
+        (root / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+        as_user = []
+        if os.geteuid() == 0:
+            subprocess.run(["chown", "-R", "65534:65534", str(root)], check=True)
+            as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        env = dict(ENV, HOME=str(root), PYTHONPATH=str(ROOT / "src"))
+        locks = root / ".diffzoo" / "locks"
+        locks.mkdir(parents=True)
+        foreign = locks / "dataset-data-digits.lock"
+        foreign.write_text("pid 1 on elsewhere since long ago\n")
+        foreign.chmod(0o644)
+        if os.geteuid() == 0:  # the lock file is root's, its folder nobody's
+            os.chown(foreign, 0, 0)
+            os.chown(locks, 65534, 65534)
+        proc = subprocess.run(as_user + DIFFZOO + ["dataset", "--params", "params.yaml"], cwd=root, env=env,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-1500:]
+        assert (root / "data/digits/raw").is_dir()
+        (root / "data").chmod(0o555)  # read-only: the images stage cannot make data/digits/images-8
+        (root / "data/digits").chmod(0o555)
+        proc = subprocess.run(as_user + DIFFZOO + ["images", "--params", "params.yaml"], cwd=root, env=env,
+                              capture_output=True, text=True)
+        one_line_error(proc, "data/digits: cannot write there", "nothing was computed")
+    finally:
+        for d in (shared / "p/data", shared / "p/data/digits"):
+            d.chmod(0o755) if d.exists() else None
+        shutil.rmtree(shared)
+
+
+def test_standalone_sampling_writes_only_its_out(tmp_path):
+    """`sample --ckpt` (no params file) once left .diffzoo/locks and logs/benchmarks in whatever folder it
+    ran from; it writes its --out, the grid beside it and its lock there, nothing else."""
+    weights = tmp_path / "w"
+    weights.mkdir()
+    path = _tiny_checkpoint(weights)
+    here = tmp_path / "here"
+    here.mkdir()
+    diffzoo(here, "sample", "--ckpt", str(path), "--num-fid-samples", "4", "--num-sampling-steps", "4",
+            "--out", str(tmp_path / "out" / "s.npz"), "--device", "cpu")
+    assert list(here.iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == ["s.npz", "s.png"]

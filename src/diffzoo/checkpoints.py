@@ -34,6 +34,9 @@ def resolve_checkpoint(name_or_path: str, sha256: str | None = None, download: b
     is known."""
     path = Path(name_or_path)
     spec = released(name_or_path)
+    if not path.is_file() and spec is not None and path.name != name_or_path:  # a path, not a name
+        raise DiffzooError(f"checkpoint {name_or_path}: no such file (the released name alone, {path.name}, "
+                           "downloads it into the cache)")
     if not path.is_file() and spec is not None:
         path = cached_path(name_or_path)
         if not path.is_file():
@@ -148,24 +151,103 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], config: 
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors and config of a checkpoint written by save_checkpoint."""
+    """Tensors and config of a checkpoint written by save_checkpoint; the config is checked against
+    the tensors (check_config) before anything is built from it."""
     path = Path(path)
     cfg_path = path.with_suffix(".json")
     if not cfg_path.is_file():
         raise DiffzooError(f"{cfg_path} is missing: diffzoo checkpoints are a .safetensors file plus its .json config")
-    return read_state_dict(path), json.loads(cfg_path.read_text())
+    try:
+        config = json.loads(cfg_path.read_text())
+    except (UnicodeDecodeError, ValueError) as err:
+        raise DiffzooError(f"{cfg_path} is not JSON: {err}") from None
+    tensors = read_state_dict(path)
+    check_config(config, tensors, cfg_path)
+    return tensors, config
+
+
+def check_config(config, tensors: dict[str, torch.Tensor], where: str | Path) -> None:
+    """A model.json is input like any other file (it also arrives through `sample --ckpt`): one line
+    naming the key where it is not what we write, before a model is built from it. No integer of
+    model_args may exceed both the weights' tensor count and their largest dimension (every depth,
+    width, class or token count of a model shows as one or the other), so `depth: 1e7` or
+    `hidden_size: 200000` is refused instead of built (minutes, or 160 GB)."""
+    from .choices import OBJECTIVES
+    from .models import check_model_name
+
+    def bad(key: str, why: str):
+        raise DiffzooError(f"{where}: {key} {why}")
+
+    if not isinstance(config, dict):
+        bad("(the whole file)", f"is a JSON {type(config).__name__}, not an object")
+    name = config.get("model")
+    if not isinstance(name, str):
+        bad("model", f"= {str(name)[:60]!r} is not a model name")
+    try:
+        check_model_name(name)
+    except KeyError as err:
+        hint = str(err.args[0]).split("; registered")[0].partition(" (")[2]
+        bad("model", f"= {name[:60]!r} is not a registered model" + (f" ({hint}" if hint else ""))
+    args = config.get("model_args", {})
+    if not isinstance(args, dict):
+        bad("model_args", "is not an object")
+    bound = max([len(tensors), *(max(t.shape, default=1) for t in tensors.values())])
+    for key, value in args.items():
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            continue
+        if not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
+            bad(f"model_args.{key}", f"= {str(value)[:60]} is not a finite number")
+        if value < 0:
+            bad(f"model_args.{key}", f"= {value} is negative")
+        if isinstance(value, int) and value > bound:
+            bad(f"model_args.{key}", f"= {value} exceeds what the weights beside it can hold ({len(tensors)} "
+                f"tensors, largest dimension {max(max(t.shape, default=1) for t in tensors.values())}): "
+                "a model that large cannot be these weights")
+    if config.get("objective") not in OBJECTIVES:
+        bad("objective", f"= {str(config.get('objective'))[:60]!r}; allowed: {', '.join(OBJECTIVES)}")
+    if not isinstance(config.get("objective_args", {}), dict):
+        bad("objective_args", "is not an object")
+    lat = config.get("latents")
+    if not isinstance(lat, dict):
+        bad("latents", "is missing or not an object")
+    if not isinstance(lat.get("vae"), str):
+        bad("latents.vae", "is not a name")
+    scale = lat.get("scale")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+        bad("latents.scale", f"= {str(scale)[:60]} is not a positive number")
+    shape = lat.get("shape")
+    if (not isinstance(shape, list) or len(shape) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= bound for v in shape)):
+        bad("latents.shape", f"= {str(shape)[:60]} is not [channels, height, width] of positive sizes "
+            f"(at most {bound})")
+    classes = lat.get("classes")
+    if not isinstance(classes, list) or not classes or len(classes) > bound:
+        bad("latents.classes", f"must list the class names (1 to {bound}; got "
+            f"{len(classes) if isinstance(classes, list) else type(classes).__name__})")
+
+
+def build_model(config: dict, tensors: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """The model of a checked config holding `tensors`: built on the meta device and given the file's
+    tensors (no second copy; a config that builds a bigger model than the file costs no memory), one
+    line where the config does not build or the tensors do not fit it."""
+    from .models import create_model
+
+    try:
+        with torch.device("meta"):
+            model = create_model(config["model"], **config.get("model_args", {}))
+    except (TypeError, ValueError, RuntimeError, AssertionError, ZeroDivisionError) as err:
+        raise DiffzooError(f"{source}: model_args do not build {config['model']}: "
+                           f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+    load_weights(model, tensors, source, assign=True)
+    return model.float()
 
 
 def load_model(path: str | Path) -> nn.Module:
     """Rebuild a model from a diffzoo checkpoint (its JSON names the registered model and overrides)."""
-    from .models import create_model
-
     tensors, config = load_checkpoint(path)
     diverged = [k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
     if diverged:
         more = f" (+{len(diverged) - 3} more)" if len(diverged) > 3 else ""
         raise DiffzooError(f"{path}: {len(diverged)} weight tensors hold NaN or inf ({', '.join(diverged[:3])}{more}): "
                            "the training that wrote it diverged; its samples would be blank")
-    model = create_model(config["model"], **config.get("model_args", {}))
-    load_weights(model, tensors, str(path))
-    return model
+    return build_model(config, tensors, str(path))

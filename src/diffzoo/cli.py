@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         os.environ.update(slurm_task_env(dict(os.environ)))  # a rank of `srun --ntasks=N`: before the lock
         with _lock(known.command, module, args), _timed(known.command, module, args):
+            if _artifact_writer(module, args):
+                _check_writable(known.command, args)
             code = int(module.run(args) or 0)
             if code == 0 and _artifact_writer(module, args):
                 _stamp(known.command, args)
@@ -103,8 +105,9 @@ def _fail(command: str, message: str) -> int:
 
 
 def _artifact_writer(module, args) -> bool:
-    """A pipeline stage run (a --params form of a command that writes pipeline artifacts)."""
-    return getattr(module, "LOCK", True) and bool(getattr(args, "params", None))
+    """A pipeline stage run (a --params form of a command that writes pipeline artifacts; standalone
+    sampling, --ckpt, writes only its --out and locks that, leaving the folder it runs from as it was)."""
+    return getattr(module, "LOCK", True) and bool(getattr(args, "params", None)) and not getattr(args, "ckpt", None)
 
 
 def _stamp(command: str, args) -> None:
@@ -118,6 +121,15 @@ def _stamp(command: str, args) -> None:
         write_stamp(load_params(args.params), command, run_id, getattr(args, "codec", ""))
 
 
+def _check_writable(command: str, args) -> None:
+    from .params import load_params
+    from .pipeline import check_writable, is_job
+
+    run_id = getattr(args, "experiment", None)
+    if is_job(command, run_id):
+        check_writable(load_params(args.params), command, run_id, getattr(args, "codec", "") or "")
+
+
 def _timed(command: str, module, args):
     """A pipeline stage run's time record (utils.time_record: logs/benchmarks/<command>[-<id>].tsv)."""
     if not _artifact_writer(module, args):
@@ -128,11 +140,17 @@ def _timed(command: str, module, args):
 
 def _lock(command: str, module, args):
     """The stage's advisory lock when it writes pipeline artifacts (a --params form): one writer per
-    command and experiment (.diffzoo/locks/<command>[-<id>].lock). LOCK = False in a module opts out."""
+    artifact, named by what it writes (.diffzoo/locks/<command>-<id>.lock for an experiment's stages,
+    <command>-data-<data.name>.lock for the data set's). import-checkpoint writes the model train
+    writes: one lock. LOCK = False in a module opts out."""
     if not _artifact_writer(module, args):
         return contextlib.nullcontext()
     experiment = getattr(args, "experiment", None)
-    return stage_lock(f"{command}-{experiment}" if experiment else command)
+    name = "train" if command == "import-checkpoint" else command
+    if experiment:
+        return stage_lock(f"{name}-{experiment}")
+    from .params import load_params
+    return stage_lock(f"{name}-data-{load_params(args.params).data.name}")
 
 
 if __name__ == "__main__":

@@ -18,17 +18,24 @@ PINNED = {
     # ILSVRC/imagenet-1k's parquet layout (data/train-*.parquet, classes.py); gated: accept its terms.
     "ILSVRC/imagenet-1k": "49e2ee26f3810fb5a7536bbf732a7b07389a47b5",
 }
-_REF = re.compile(r"(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[\w./-]+))?")
+_REF = re.compile(r"(?P<repo>[\w.-]+/[\w.-]+)(?:@(?P<revision>[\w.-]+(?:/[\w.-]+)*))?")
+
+
+def _match(text: str):
+    """The repo id's parts, or None: Hugging Face refuses '..' in ids (and a revision of '..' parts
+    would be a path, then 42 s of HTTP retries), so `../..` is a local path and `x/y@../../..` nothing."""
+    m = _REF.fullmatch(text)
+    return m if m and ".." not in text and not m["repo"].startswith(".") else None
 
 
 def is_ref(text: str) -> bool:
     """Whether `text` is a repo id, with or without @revision (not a local path)."""
-    return _REF.fullmatch(text) is not None
+    return _match(text) is not None
 
 
 def split(ref: str) -> tuple[str, str | None]:
     """"owner/name@rev" -> ("owner/name", "rev"); no revision -> None."""
-    m = _REF.fullmatch(ref)
+    m = _match(ref)
     if m is None:
         raise ValueError(f"{ref!r} is not a Hugging Face repo id (owner/name, optionally @revision)")
     return m["repo"], m["revision"]

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from .errors import DiffzooError
-from .utils import (Progress, atomic_dir, clean_stale_temps, content_hash, describe, kill_point, reading, remove_tree,
-                    set_aside, write_json)
+from .utils import (Progress, atomic_dir, atomic_path, clean_stale_temps, content_hash, describe, kill_point, reading,
+                    remove_tree, set_aside, write_json)
 
 
 class Identity:
@@ -134,7 +134,8 @@ def encode_shards(images_dir: Path, out_dir: Path, vae: str = "identity", batch_
         remove_tree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(out_dir)  # a killed run's shard temps (they would change the output's hash)
-    (out_dir / "settings.key").write_text(key)
+    with atomic_path(out_dir / "settings.key") as tmp:
+        tmp.write_text(key)
     shards = []
     progress = Progress(len(index["shards"]), f"latents ({vae})", "shards")
     for i, (images, labels) in enumerate(iter_shards(images_dir)):

@@ -33,6 +33,8 @@ from .report.published import TABLES
 DEFAULT_PARAMS = "params.yaml"
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # a safe name: no path separator, no space, no newline
 Identifier = Annotated[str, StringConstraints(pattern=ID_PATTERN, max_length=100)]
+NAMES_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*(,[A-Za-z0-9][A-Za-z0-9_.-]*)*$"  # SLURM's "gpu,gpu2"
+Names = Annotated[str, StringConstraints(pattern=NAMES_PATTERN, max_length=200)]
 PositiveInt = Annotated[int, Field(ge=1)]
 Count = Annotated[int, Field(ge=0)]
 
@@ -199,15 +201,15 @@ class ResourcesConfig(Section):
     sample_gpus: Count = 1
     gpus: Count = 1                          # each job of the one-GPU stages: autoencoder, latents, reference,
                                              # evaluate (0 = CPU jobs); dataset, images and report use none
-    gpu_model: str | None = None             # e.g. h100; null = any
+    gpu_model: Identifier | None = None      # e.g. h100 (a GRES type name); null = any
     threads: PositiveInt = 1                 # CPU threads of a train/sample/latents/reference/evaluate job
                                              # (OMP_NUM_THREADS); Snakemake caps it at --cores
     data_threads: PositiveInt | None = None  # the images stage's threads; null = all of --cores when local,
                                              # `threads` as a cluster job
     # SLURM (the executor plugin; a local run ignores them): null = the cluster's default / none
-    partition: str | None = None             # the jobs that ask for no GPU
-    gpu_partition: str | None = None         # the jobs that ask for GPUs (null = `partition`)
-    account: str | None = None               # sbatch --account
+    partition: Names | None = None           # the jobs that ask for no GPU (a, or a,b: any of them)
+    gpu_partition: Names | None = None       # the jobs that ask for GPUs (null = `partition`)
+    account: Identifier | None = None        # sbatch --account
 
 
 class TrackConfig(Section):
@@ -462,7 +464,8 @@ def _one_line(err: ValidationError, raw: dict) -> str:
     if kind in ("int_type", "float_type", "bool_type", "string_type", "dict_type", "list_type"):
         return f"{where} must be {_KIND_NAMES[kind]}, got {value!r}"
     if kind == "string_pattern_mismatch":
-        return f"{where} = {value!r} must be a name of letters, digits, '_', '-', '.' (no path, space or newline)"
+        names = "names separated by ','" if e.get("ctx", {}).get("pattern") == NAMES_PATTERN else "a name"
+        return f"{where} = {value!r} must be {names} of letters, digits, '_', '-', '.' (no path, space or newline)"
     if kind == "value_error":
         return f"{where}: {msg.removeprefix('Value error, ')}"
     bounds = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than": ("<", "lt"),
@@ -550,6 +553,9 @@ def _check_weights_files(where: str, run: Run) -> None:
         if spec is None and not Path(value).is_file():
             _raise(f"{where}.train.{key}", f" = {value!r}: no such file, and not a released name "
                    f"({', '.join(RELEASED)})")
+        if spec is not None and Path(value).name != value and not Path(value).is_file():
+            _raise(f"{where}.train.{key}", f" = {value!r}: no such file (the released name alone, "
+                   f"{Path(value).name}, downloads it into the cache)")
         if key == "checkpoint" and spec is not None:
             for field, want in (("model", spec.model), ("objective", spec.objective)):
                 if getattr(run, field) != want:
@@ -734,6 +740,9 @@ def read_yaml(path: str | Path) -> Any:
             raise DiffzooError(f"{path}: its YAML aliases expand to more than {MAX_PARAMS_VALUES:,} values, the "
                                "most a params file may hold (an alias bomb?)")
         return loader.construct_document(node)
+    except RecursionError:  # [[[[... thousands deep: the composer recurses per level
+        raise DiffzooError(f"{path}: nested too deeply (lists or mappings hundreds of levels deep; a params file "
+                           "needs a few)") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

@@ -144,6 +144,22 @@ def stamp_location(params, stage: str, run_id: str | None = None, codec: str = "
     return (where[key], False) if where and key else None
 
 
+def check_writable(params, command: str, run_id: str | None = None, codec: str = "") -> None:
+    """One line before any work where a job's output folder cannot be written (a read-only results
+    folder was once found after the report's work, in a message naming a temporary file)."""
+    from .errors import DiffzooError
+
+    stage = COMMAND_STAGE.get(command, command)
+    where = Path("results") if stage == "report" else (stamp_location(params, stage, run_id, codec) or (None,))[0]
+    if where is None:
+        return
+    folder = where if stage == "report" else where.parent
+    existing = next(p for p in [folder, *folder.parents] if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DiffzooError(f"{existing}: cannot write there (permission denied), where {command} puts "
+                           f"{folder}: nothing was computed")
+
+
 def is_job(command: str, run_id: str | None) -> bool:
     """A command run as a pipeline job (a per-run stage needs its run id: `sample --ckpt` is not one)."""
     stage = COMMAND_STAGE.get(command, command)

@@ -92,7 +92,10 @@ def atomic_path(final: str | Path):
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(final.parent, final.name)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(final), suffix=".tmp", dir=final.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(final), suffix=".tmp", dir=final.parent)
+    except OSError as err:  # a read-only folder: name the artifact, not a temporary name
+        raise OSError(err.errno, err.strerror, str(final)) from None
     os.fchmod(fd, 0o666 & ~umask())
     os.close(fd)
     tmp = Path(tmp)
@@ -100,6 +103,10 @@ def atomic_path(final: str | Path):
         yield tmp
         kill_point("write")
         os.replace(tmp, final)
+    except OSError as err:
+        if err.filename in (None, str(tmp), tmp):  # a full disk ("File too large", "No space left"): which file
+            raise OSError(err.errno, err.strerror or describe(err), str(final)) from err
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -247,16 +254,24 @@ def stage_lock(name: str, directory: str | Path = Path(".diffzoo") / "locks"):
         return
     path = Path(directory) / f"{name}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fd, mine = os.open(path, os.O_RDWR | os.O_CREAT, 0o666), True
+    except PermissionError:  # a lock file another user made: flock works on a read-only descriptor too
+        try:
+            fd, mine = os.open(path, os.O_RDONLY), False
+        except FileNotFoundError:
+            raise DiffzooError(f"{path.parent}: cannot write there (permission denied), so the stage lock "
+                               f"{path.name} cannot be made: nothing was computed") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
         os.close(fd)
         raise DiffzooError(f"{name} is already running ({holder}; lock {path}): wait for it, or stop it") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-              .encode(), 0)
+    if mine:  # who holds it, for the next one's message
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+                  .encode(), 0)
     os.set_inheritable(fd, True)
     os.environ[LOCK_ENV] = name
     try:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DiffzooError
-from ..utils import reading
+from ..utils import atomic_path, reading
 from .images import ImageSource, open_images, sha256_file
 
 ARCH = "diffzoo-digits-cnn-v1"  # the network; its training settings are in the config
@@ -174,9 +174,11 @@ def train_classifier(images: str | Path | ImageSource, out: str | Path, *, epoch
         config["heldout_sha256"] = val.digest()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out))
+    with atomic_path(out) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
     config["weights_sha256"] = sha256_file(out)
-    out.with_suffix(".json").write_text(json.dumps(config, indent=1) + "\n")
+    with atomic_path(out.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(config, indent=1) + "\n")
     return config
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DiffzooError
+from ..utils import atomic_path
 from .images import ImageSource, open_images
 from .metrics import frechet_distance, kid, precision_recall
 from .reference import Reference, default_cache_dir, load_reference, reference_features, stream_features
@@ -123,5 +124,6 @@ def write_metrics(m: dict, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(m, indent=1, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o))
-    out.write_text(text + "\n")
+    with atomic_path(out) as tmp:
+        tmp.write_text(text + "\n")
     return out

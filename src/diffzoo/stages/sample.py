@@ -95,8 +95,7 @@ def sample_checkpoint(args) -> Path:
     """DiT's sample_ddp.py: the arguments name the weights and the settings, no params file."""
     import torch
 
-    from ..checkpoints import import_released, load_checkpoint, model_json, released, resolve_checkpoint
-    from ..models import create_model
+    from ..checkpoints import build_model, import_released, load_checkpoint, model_json, released, resolve_checkpoint
     from ..runtime import setup_process
 
     path = resolve_checkpoint(args.ckpt)
@@ -118,9 +117,7 @@ def sample_checkpoint(args) -> Path:
         vae = hub.pin_argument(vae, "--vae") if hub.is_ref(vae) and not Path(vae).is_dir() else vae
         config = model_json(name, model_args, objective, objective_args, vae, 0.18215, [4, side, side],
                             args.num_classes)
-    model = create_model(config["model"], **config["model_args"])
-    model.load_state_dict(tensors)
-    model = model.to(proc.device).eval()
+    model = build_model(config, tensors, str(path)).to(proc.device).eval()
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
     cfg = standalone_settings(args, config.get("sample"))
     out = Path(args.out)

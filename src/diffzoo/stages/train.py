@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import DiffzooError
 from ..params import load_params, paths
-from ..utils import PACKAGE, content_hash, sha256_file, source_files, write_json
+from ..utils import PACKAGE, atomic_path, content_hash, sha256_file, source_files, write_json
 
 CODE = ["training.py", "runtime.py", "stages/train.py", "latents.py", "diffusion/*.py", "checkpoints.py"]
 GPUS = "train_gpus"  # params.resources key
@@ -89,8 +89,8 @@ def import_weights(params, run, where) -> dict:
                         sample=run.sample.model_dump(mode="json"), source={"checkpoint": path.name, "sha256": digest},
                         summary=summary)
     export_model(where["model"], tensors, config)
-    where["train_log"].parent.mkdir(parents=True, exist_ok=True)
-    where["train_log"].write_text(LOG_HEADER + "\n")
+    with atomic_path(where["train_log"]) as tmp:
+        tmp.write_text(LOG_HEADER + "\n")
     write_json(where["train_metrics"], summary)
     print(f"{run.id}: {path.name} (sha256 {digest}) loads strictly into {run.model}; {len(tensors)} tensors "
           f"-> {where['model']}", file=sys.stderr)
