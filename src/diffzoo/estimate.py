@@ -46,14 +46,26 @@ def runtime_minutes(params, stage: str, run_id: str, gpus: int) -> int:
 
 
 def cost_summary(params) -> str:
-    """GPU-hours per experiment (train + sample) and per sampling (sample only: it reuses its
-    experiment's model)."""
+    """GPU time per experiment (train + sample) and per sampling (sample only: it reuses its
+    experiment's model), in hours, or minutes and seconds where a run is small (the embedded default's
+    are seconds: "0.0" everywhere said nothing)."""
     lines, total = [], 0.0
     for run_id in params.run_ids:
         trains = run_id in params.experiments and not params.run(run_id).train.checkpoint  # released: no training
         train = gpu_hours(params, "train", run_id) if trains else 0.0
         sample = gpu_hours(params, "sample", run_id)
         total += train + sample
-        lines.append(f"  {run_id:24s} train {train:10.1f}  sample {sample:8.1f}")
-    return (f"diffzoo cost estimate (H100 GPU-hours at {ASSUMED_MFU:.0%} bf16 MFU; evaluation not included):\n"
-            + "\n".join(lines) + f"\n  {'total':24s} {total:10.1f}")
+        lines.append(f"  {run_id:24s} train {gpu_time(train):>10s}  sample {gpu_time(sample):>8s}")
+    cpu = "" if params.resources.train_gpus else ("\n  (these params run on the CPU, many times slower; "
+                                                  "logs/benchmarks/*.tsv records what each job took)")
+    return (f"diffzoo cost estimate (H100 GPU time at {ASSUMED_MFU:.0%} bf16 MFU; evaluation not included):\n"
+            + "\n".join(lines) + f"\n  {'total':24s} {gpu_time(total):>10s}{cpu}")
+
+
+def gpu_time(hours: float) -> str:
+    """`1234.5 h`, `12 min`, `3 s`, `<1 s`: readable at every scale of the estimate."""
+    if hours >= 1:
+        return f"{hours:.1f} h"
+    if hours * 60 >= 1:
+        return f"{hours * 60:.0f} min"
+    return f"{hours * 3600:.0f} s" if hours * 3600 >= 1 else "<1 s"

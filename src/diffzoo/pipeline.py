@@ -9,6 +9,7 @@ same code as `deps:` (tests/test_params.py checks that the two agree).
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from pathlib import Path
 
@@ -70,8 +71,6 @@ def stage_slice(params, stage: str, run_id: str | None = None, codec: str | None
     """The params a stage reads, with defaults filled in; the engines rerun a job when it changes. Keys
     sorted: Snakemake compares a rule's params with their order, and the order of keys in a YAML file
     means nothing (reformatting params.yaml must not retrain)."""
-    import json
-
     piece = (stage_module(stage).params_slice(params, run_id) if codec is None
              else stage_module(stage).params_slice(params, run_id, codec=codec))
     return json.loads(json.dumps(piece, sort_keys=True))
@@ -120,14 +119,27 @@ STAMP = ".diffzoo-identity.json"  # inside a folder output
 COMMAND_STAGE = {"import-checkpoint": "train"}  # a command whose job is another stage's (same slice, code)
 
 
+def slice_digest(params, stage: str, run_id: str | None = None, codec: str | None = None) -> str:
+    """A rule's `slice` param: the digest of the stage's params slice. Snakemake prints a changed param's
+    whole value before and now in its rerun reason (1,100 characters for a train slice); the digest keeps
+    that line short, and `changes` says which keys changed."""
+    from .utils import content_hash
+
+    return content_hash(stage_slice(params, stage, run_id, codec))
+
+
+def _identity_parts(params, stage: str, run_id: str | None, codec: str) -> tuple[dict, str]:
+    per_run = getattr(stage_module(stage), "PER_RUN", False)
+    run = run_id if per_run else None
+    return stage_slice(params, stage, run, codec if stage == "latents" else None), code_digest(stage, params, run)
+
+
 def identity(params, stage: str, run_id: str | None = None, codec: str = "") -> str:
     """The identity of a job's artifacts: its stage, params slice and code digest."""
     from .utils import content_hash
 
-    per_run = getattr(stage_module(stage), "PER_RUN", False)
-    run = run_id if per_run else None
-    piece = stage_slice(params, stage, run, codec if stage == "latents" else None)
-    return content_hash({"stage": stage, "slice": piece, "code": code_digest(stage, params, run)})
+    piece, code = _identity_parts(params, stage, run_id, codec)
+    return content_hash({"stage": stage, "slice": piece, "code": code})
 
 
 def stamp_location(params, stage: str, run_id: str | None = None, codec: str = "") -> tuple[Path, bool] | None:
@@ -169,7 +181,6 @@ def is_job(command: str, run_id: str | None) -> bool:
 def write_stamp(params, command: str, run_id: str | None = None, codec: str = "", engine: str | None = None) -> None:
     """After a job succeeded: its identity into its stamp (nothing for commands that are not jobs), with
     the engine that ran it (dvc: $DVC_STAGE is set; snakemake: $DIFFZOO_PARAMS is; else cli)."""
-    import json
     import os
 
     from .params import PARAMS_ENV
@@ -186,6 +197,7 @@ def write_stamp(params, command: str, run_id: str | None = None, codec: str = ""
         return  # nothing was made (a stage that writes elsewhere in this form)
     record = {} if own_file else json.loads(path.read_text())
     record["identity"] = identity(params, stage, run_id, codec)
+    record["slice"], record["code"] = _identity_parts(params, stage, run_id, codec)  # for `changes`
     record["engine"] = engine or ("dvc" if "DVC_STAGE" in os.environ else "snakemake" if PARAMS_ENV in os.environ
                                   else "cli")
     write_json(path, record)
@@ -193,7 +205,6 @@ def write_stamp(params, command: str, run_id: str | None = None, codec: str = ""
 
 def recorded_stamp(path: Path) -> dict:
     """What a stamp records ({} when there is none: an older diffzoo's artifact, or none at all)."""
-    import json
 
     try:
         record = json.loads(path.read_text())
@@ -257,3 +268,34 @@ def private_output_cache(cache: str | Path) -> None:
     for entry in Path(cache).iterdir() if Path(cache).is_dir() else []:
         if entry.lstat().st_mode & mask:  # left more open than the umask allows (e.g. by an earlier run)
             chmod_tree(entry)
+
+
+def changes(params) -> list[str]:
+    """One line per job whose artifacts were made under other params or code, naming what changed
+    (`train dit-s2: train.steps 1200 -> 2400`), from the slice its stamp recorded."""
+    out = []
+    for stage, run_id, codec in jobs(params):
+        path, _ = stamp_location(params, stage, run_id, codec)
+        record = recorded_stamp(path)
+        if not record or "slice" not in record or record["identity"] == identity(params, stage, run_id, codec):
+            continue
+        piece, code = _identity_parts(params, stage, run_id, codec)
+        what = _differences(record["slice"], piece, "data." if stage in ("dataset", "images") else "")
+        if record.get("code") != code:
+            what.append(f"the {stage} code")
+        more = f" (+{len(what) - 4} more)" if len(what) > 4 else ""
+        out.append(f"{stage}{' ' + (run_id or codec) if run_id or codec else ''}: {'; '.join(what[:4])}{more}")
+    return out
+
+
+def _differences(before, now, prefix: str = "") -> list[str]:
+    if isinstance(before, dict) and isinstance(now, dict):
+        return [d for k in sorted(set(before) | set(now), key=str)
+                for d in _differences(before.get(k, "(none)"), now.get(k, "(none)"), f"{prefix}{k}.")]
+    if before == now:
+        return []
+
+    def short(v) -> str:
+        text = json.dumps(v) if not isinstance(v, str) else v
+        return text if len(text) <= 40 else text[:37] + "..."
+    return [f"{prefix.rstrip('.')} {short(before)} -> {short(now)}"]

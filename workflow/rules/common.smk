@@ -51,6 +51,12 @@ STALE = {(stage, run): marker for stage, run, marker in pipeline.stale_markers(P
 if STALE and not _job_parse:
     print(f"diffzoo: {len(STALE)} job(s) to rerun, their outputs made by another engine under other params or "
           f"code: {', '.join(stage + (f' {run}' if run else '') for stage, run in STALE)}", file=sys.stderr)
+# What changed since the outputs were made, in one line per job (Snakemake's own reasons name only a
+# changed digest: the rules' `slice` params are digests, see pipeline.slice_digest).
+_CHANGES = [] if _job_parse else pipeline.changes(PARAMS)
+if _CHANGES:
+    print("diffzoo: made under other params or code (these jobs rerun):\n  " + "\n  ".join(_CHANGES),
+          file=sys.stderr)
 
 
 def rerun_marker(stage, run=None):

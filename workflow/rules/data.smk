@@ -10,7 +10,7 @@ rule dataset:
     output:
         directory(PATHS["raw"]),
     params:
-        slice=pipeline.stage_slice(PARAMS, "dataset"),
+        slice=pipeline.slice_digest(PARAMS, "dataset"),
         code=pipeline.code_digest("dataset"),  # rerun on a content change, whatever its mtime
     log:
         "logs/dataset.log",
@@ -29,7 +29,7 @@ rule images:
     output:
         directory(PATHS["images"]),
     params:
-        slice=pipeline.stage_slice(PARAMS, "images"),
+        slice=pipeline.slice_digest(PARAMS, "images"),
         code=pipeline.code_digest("images"),  # rerun on a content change, whatever its mtime
     threads: data_threads()
     resources:
@@ -57,7 +57,7 @@ rule autoencoder:  # latents.vae: autoencoder -- the latent-diffusion autoencode
         metrics=PATHS["autoencoder_metrics"],
         grid=report(PATHS["autoencoder_grid"], caption="../report/autoencoder.rst", category="Autoencoder"),
     params:
-        slice=pipeline.stage_slice(PARAMS, "autoencoder"),
+        slice=pipeline.slice_digest(PARAMS, "autoencoder"),
         code=pipeline.code_digest("autoencoder"),  # rerun on a content change, whatever its mtime
     log:
         "logs/autoencoder.log",
@@ -82,7 +82,7 @@ rule latents:  # one job per codec: the latents section's ("" suffix) and any an
     output:
         directory(str(PATHS["latents"]) + "{codec}"),
     params:
-        slice=lambda w: pipeline.stage_slice(PARAMS, "latents", codec=w.codec),
+        slice=lambda w: pipeline.slice_digest(PARAMS, "latents", codec=w.codec),
         code=pipeline.code_digest("latents"),  # rerun on a content change, whatever its mtime
     log:
         "logs/latents{codec}.log",
@@ -104,7 +104,7 @@ rule reference:
     output:
         directory(PATHS["reference"]),
     params:
-        slice=pipeline.stage_slice(PARAMS, "reference"),
+        slice=pipeline.slice_digest(PARAMS, "reference"),
         code=pipeline.code_digest("reference"),  # rerun on a content change, whatever its mtime
     log:
         "logs/reference.log",

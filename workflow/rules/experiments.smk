@@ -19,7 +19,7 @@ rule train:
         metrics=exp_path("train_metrics"),
         log=exp_path("train_log"),
     params:
-        slice=lambda w: pipeline.stage_slice(PARAMS, "train", w.exp),
+        slice=lambda w: pipeline.slice_digest(PARAMS, "train", w.exp),
         code=lambda w: pipeline.code_digest("train", PARAMS, w.exp),  # rerun on a content change
     log:
         "logs/train-{exp}.log",
@@ -46,7 +46,7 @@ rule import_weights:  # experiments with train.checkpoint: the released file is 
         metrics=exp_path("train_metrics"),
         log=exp_path("train_log"),
     params:
-        slice=lambda w: pipeline.stage_slice(PARAMS, "train", w.exp),
+        slice=lambda w: pipeline.slice_digest(PARAMS, "train", w.exp),
         code=lambda w: pipeline.code_digest("train", PARAMS, w.exp),  # rerun on a content change
     log:
         "logs/import-{exp}.log",
@@ -71,7 +71,7 @@ rule sample:
         record=exp_path("sample_record"),  # how they were drawn (and the job's identity stamp)
         grid=report(exp_path("grid"), caption="../report/grid.rst", category="Sample grids", subcategory="{exp}"),
     params:
-        slice=lambda w: pipeline.stage_slice(PARAMS, "sample", w.exp),
+        slice=lambda w: pipeline.slice_digest(PARAMS, "sample", w.exp),
         code=lambda w: pipeline.code_digest("sample", PARAMS, w.exp),  # rerun on a content change
     log:
         "logs/sample-{exp}.log",
@@ -94,7 +94,7 @@ rule evaluate:
     output:
         metrics=exp_path("metrics"),
     params:
-        slice=lambda w: pipeline.stage_slice(PARAMS, "evaluate", w.exp),
+        slice=lambda w: pipeline.slice_digest(PARAMS, "evaluate", w.exp),
         code=pipeline.code_digest("evaluate"),  # rerun on a content change, whatever its mtime
     log:
         "logs/evaluate-{exp}.log",

@@ -15,7 +15,7 @@ rule report:
     output:
         [in_report(path) for path in REPORT_OUTPUTS],
     params:
-        slice=pipeline.stage_slice(PARAMS, "report"),
+        slice=pipeline.slice_digest(PARAMS, "report"),
         code=pipeline.code_digest("report"),  # rerun on a content change, whatever its mtime
     log:
         "logs/report.log",

@@ -110,7 +110,9 @@ def format_metrics(m: dict) -> str:
              f"sFID: {num(m['sfid'], '.6f')}", f"Precision: {num(m['precision'], '.4f')}",
              f"Recall: {num(m['recall'], '.4f')}"]
     if m.get("kid"):
-        lines.append(f"KID: {m['kid']['mean']:.6f} +- {m['kid']['std']:.6f}")
+        k = m["kid"]
+        lines.append(f"KID x 1e3: {k['mean'] * 1e3:.3f} +- {k['std'] * 1e3:.3f} (unbiased: near 0, and can dip below "
+                     f"it, where the two sets match)")
     if m.get("class_accuracy") is not None:
         lines.append(f"Class accuracy: {m['class_accuracy']:.4f}")
     lines.append(f"Feature extractor: {fe['name']} (weights sha256 {fe['weights_sha256'][:12]})")

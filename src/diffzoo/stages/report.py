@@ -111,14 +111,16 @@ def print_tables(params, out: Path = Path("results"), stream=None) -> None:
     times = stage_times(names={"check", "dataset", "images", "latents", "reference", "report"} | {
         f"{command}-{run_id}" for command in ("train", "import-checkpoint", "sample", "evaluate") for run_id in runs})
     if times is not None:
-        print("time per stage (the last run of each; logs/benchmarks/*.tsv):\n" + times + "\n", file=stream)
+        print("time per stage (the last run of each, with the attempts it resumed; logs/benchmarks/*.tsv):\n" + times + "\n", file=stream)
     print(f"results page: {out / 'index.html'}  tables: {out / 'tables'}/  plots: {out / 'plots'}/  "
           f"sample grids: {out / 'samples'}/", file=stream)
 
 
 def stage_times(names: set[str], folder: Path | None = None) -> str | None:
     """The last recorded run of each of these stages (logs/benchmarks/<stage>[-<id>].tsv, written by
-    the CLI) as a Markdown table, slowest first; None when none is recorded."""
+    the CLI) as a Markdown table, slowest first; None when none is recorded. A run that resumed after
+    failed or interrupted attempts counts them too (the table once showed only the resumed part; a
+    kill -9 leaves no row, so its time is not there)."""
     import pandas as pd
 
     from ..utils import TIMES_DIR
@@ -128,11 +130,15 @@ def stage_times(names: set[str], folder: Path | None = None) -> str | None:
         if tsv.stem not in names:
             continue
         try:
-            last = pd.read_csv(tsv, sep="\t").iloc[-1]
+            table = pd.read_csv(tsv, sep="\t")
+            last = table.iloc[-1]
+            ok = [i for i, status in enumerate(table["status"][:-1]) if status == "ok"]
+            attempts = table.iloc[(ok[-1] + 1) if ok else 0:]  # the last run and the failed ones it resumed
+            rows.append({"stage": tsv.stem, "seconds": float(attempts["s"].sum()),
+                         "cpu seconds": float(attempts["cpu_time"].sum()), "peak MB": float(attempts["max_rss"].max()),
+                         "attempts": len(attempts), "status": last["status"], "started": attempts.iloc[0]["started"]})
         except (ValueError, IndexError, KeyError, pd.errors.ParserError):
             continue  # an empty or foreign file: not ours to judge here
-        rows.append({"stage": tsv.stem, "seconds": float(last["s"]), "cpu seconds": float(last["cpu_time"]),
-                     "peak MB": float(last["max_rss"]), "status": last["status"], "started": last["started"]})
     if not rows:
         return None
     df = pd.DataFrame(rows).sort_values("seconds", ascending=False)
