@@ -111,7 +111,8 @@ def print_tables(params, out: Path = Path("results"), stream=None) -> None:
     times = stage_times(names={"check", "dataset", "images", "latents", "reference", "report"} | {
         f"{command}-{run_id}" for command in ("train", "import-checkpoint", "sample", "evaluate") for run_id in runs})
     if times is not None:
-        print("time per stage (the last run of each, with the attempts it resumed; logs/benchmarks/*.tsv):\n" + times + "\n", file=stream)
+        print("time per stage (the last run of each, with the attempts it resumed; logs/benchmarks/*.tsv):\n"
+              + times + "\n", file=stream)
     print(f"results page: {out / 'index.html'}  tables: {out / 'tables'}/  plots: {out / 'plots'}/  "
           f"sample grids: {out / 'samples'}/", file=stream)
 
