@@ -91,3 +91,16 @@ def test_render_escapes_latex_and_keeps_markdown_cells():
     assert r"a\_b & x \& y 5\% &" in out["tex"]
     assert table_rows(out["md"])[0][:3] == ["diffzoo", "a_b", "x & y 5%"]
     assert table_rows(out["md"])[0][COLUMNS.index("fid")] == "70.50"
+
+
+def test_fid_vs_gflops_keeps_a_readable_axis_for_near_equal_models(tmp_path):
+    """Two models of nearly the same Gflops once gave an axis from 0.003412 to 0.003416: the axis spans
+    at least a factor 16 around them."""
+    from diffzoo.report.tables import plot_fid_vs_gflops
+
+    rows = [{"model": m, "experiment": e, "objective": "ddpm", "source": "diffzoo", "features": "classifier",
+             "fid": fid, "gflops": g, "cfg": 1.0}
+            for m, e, fid, g in (("DiT-S/2", "dit-s2", 12.0, 0.003412), ("DiS-S/2", "dis-s2", 15.0, 0.003416))]
+    low, high = plot_fid_vs_gflops(rows, tmp_path / "f.png")
+    assert low < 0.003412 < 0.003416 < high and high / low >= 16
+    assert (tmp_path / "f.png").stat().st_size > 10_000

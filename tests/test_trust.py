@@ -153,6 +153,9 @@ def test_unit_checks_of_the_small_fixes(tmp_path, monkeypatch):
             check_device(None, 4, "resources.train_gpus")
     check_device("cpu")
     check_device(None, 0, "resources.train_gpus")
+    # the cost estimate at every scale (the default's printed 0.0 everywhere)
+    from diffzoo.estimate import gpu_time
+    assert [gpu_time(h) for h in (3.46, 0.2, 3 / 3600, 0.0)] == ["3.5 h", "12 min", "3 s", "<1 s"]
     # the params check covers every resources key a stage's GPUS names
     from diffzoo.pipeline import pipeline_stages, stage_module
     from diffzoo.runtime import GPU_KEYS

@@ -158,13 +158,14 @@ def _family(model: str) -> str:
         return model.split("-")[0]
 
 
-def plot_fid_vs_gflops(rows: list[dict], path: Path) -> None:
+def plot_fid_vs_gflops(rows: list[dict], path: Path) -> tuple[float, float]:
     """DiT's scaling figure: FID against forward Gflops, one line per backbone family and objective
     (per patch size where a family's rows vary both size and patch, as DiT's Table 4)
     (and per source and feature extractor: numbers of different extractors are never on one line), a
     colour and a marker per family (ours filled, published hollow on dashed lines),
     with the Pearson correlation of log Gflops and log FID of each line of 3 or more points (DiT
-    reports -0.93). Guided rows (cfg > 1) are drawn apart, as stars joined to nothing."""
+    reports -0.93). Guided rows (cfg > 1) are drawn apart, as stars joined to nothing. Returns the
+    x axis's limits."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -222,6 +223,10 @@ def plot_fid_vs_gflops(rows: list[dict], path: Path) -> None:
         axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         axis.set_minor_formatter(NullFormatter())
+    flops = [r["gflops"] for rs in series.values() for r in rs]
+    if flops and max(flops) < 4 * min(flops):  # near-equal models: at least a factor 16 of axis, centred
+        middle = (max(flops) * min(flops)) ** 0.5  # (matplotlib zoomed into 0.003412-0.003416 for two)
+        ax.set_xlim(min(middle / 4, min(flops) / 1.5), max(middle * 4, max(flops) * 1.5))
     ax.set_xlabel("forward Gflops (batch 1)", fontsize=10)
     ax.set_ylabel("FID (lower is better)", fontsize=10)
     ax.set_title("FID against forward Gflops, one line per backbone family and objective", fontsize=11)
@@ -230,7 +235,9 @@ def plot_fid_vs_gflops(rows: list[dict], path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
+    limits = ax.get_xlim()
     plt.close(fig)
+    return limits
 
 
 def plot_losses(groups: dict[str, dict[str, Path]], path: Path) -> None:
