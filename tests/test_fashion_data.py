@@ -210,7 +210,7 @@ def test_images_stage_carries_the_val_split(small, shards, raw):
 
 
 def test_reference_trains_on_all_training_images_and_scores_the_val_split(shards, tmp_path):
-    from diffzoo.evaluate.reference import build_classifier_reference
+    from diffzoo.evaluate.floor import build_classifier_reference
 
     cfg = {"epochs": 1, "batch_size": 64, "width": 4, "feature_dim": 16}
     real = build_classifier_reference(shards, tmp_path, cfg, 100, "float32",

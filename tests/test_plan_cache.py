@@ -59,7 +59,8 @@ def test_the_digest_follows_the_package_source(monkeypatch, tmp_path):
 def test_stored_files_are_package_relative(fresh):
     """Another copy of the same code (a DVC experiment's workspace) reads the same memo: a backbone's
     files are stored relative to the package and resolved against the copy that reads them."""
-    from diffzoo.utils import PACKAGE, source_files
+    from diffzoo.sources import source_files
+    from diffzoo.utils import PACKAGE
 
     files = source_files(["stages/train.py"], "DiT-S/2")
     stored = json.loads((fresh / plan_cache.PATH).read_text())["entries"]["model-files:DiT-S/2"]

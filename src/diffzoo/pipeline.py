@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 
 from .estimate import runtime_minutes
-from .utils import PACKAGE, files_digest, source_files
+from .sources import files_digest, source_files
+from .utils import PACKAGE
 
 
 def stage_module(stage: str):

@@ -7,7 +7,6 @@ the permissions of the user's umask (mkstemp alone would make them 0600).
 from __future__ import annotations
 
 import contextlib
-import functools
 import fcntl
 import hashlib
 import json
@@ -160,44 +159,6 @@ def content_hash(obj) -> str:
 
 
 PACKAGE = Path(__file__).resolve().parent
-
-
-def source_files(patterns, model: str | None = None) -> list[str]:
-    """The package's files matching `patterns` (globs relative to src/diffzoo), and with `model` also
-    that backbone's own files; relative to the working directory where they lie below it."""
-    files = {f for pattern in patterns for f in PACKAGE.glob(pattern)}
-    if model is not None:
-        from .plan_cache import memo
-
-        files |= {PACKAGE / p for p in memo("model-files", model, lambda: _model_files(model))}
-    return sorted(_relative(f) for f in files)
-
-
-@functools.cache
-def files_digest(files: tuple[str, ...]) -> str:
-    """Short sha256 of source files' names (package-relative: a moved or copied project agrees) and bytes."""
-    h = hashlib.sha256()
-    for f in files:
-        path = Path(f).resolve()
-        name = path.relative_to(PACKAGE) if path.is_relative_to(PACKAGE) else path
-        h.update(f"{name.as_posix()}\0".encode())
-        h.update(Path(f).read_bytes())
-    return h.hexdigest()[:16]
-
-
-def _model_files(model: str) -> list[str]:
-    """Package-relative: the memo file may be read by another copy of the package (a DVC experiment's
-    workspace), where the same code lies under another folder."""
-    from .models import model_source_files
-
-    return [str(Path(p).resolve().relative_to(PACKAGE)) for p in model_source_files(model)]
-
-
-def _relative(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 def cache_dir(kind: str) -> Path:

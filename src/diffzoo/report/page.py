@@ -66,7 +66,8 @@ def code_version(root: Path = Path(".")) -> str:
 
 def write_index(params, params_path: str | Path, runs: dict[str, dict], out: Path = Path("results")) -> Path:
     """results/index.html. `runs`: run id -> {"metrics": metrics.json path, "grid": PNG path}."""
-    from ..utils import PACKAGE, atomic_path, files_digest
+    from ..sources import files_digest
+    from ..utils import PACKAGE, atomic_path
 
     out = Path(out)
     parts = [f"<!doctype html><html><head><meta charset=utf-8><title>diffzoo results</title><style>{STYLE}</style>"

@@ -30,7 +30,8 @@ def params_slice(params, run_id=None) -> dict:
 
 def build_reference(params, device: str | None = None) -> Path:
     from ..evaluate.features import load_extractor
-    from ..evaluate.reference import REFERENCE, build_classifier_reference, compute_reference
+    from ..evaluate.floor import build_classifier_reference
+    from ..evaluate.reference import REFERENCE, compute_reference
 
     where, ev = paths(params), params.evaluate
     with atomic_dir(where["reference"]) as tmp:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ..errors import DiffzooError
 from ..params import load_params, paths
-from ..utils import PACKAGE, atomic_path, content_hash, sha256_file, source_files, write_json
+from ..sources import source_files
+from ..utils import PACKAGE, atomic_path, content_hash, sha256_file, write_json
 
 CODE = ["training.py", "runtime.py", "stages/train.py", "latents.py", "diffusion/*.py", "checkpoints.py"]
 GPUS = "train_gpus"  # params.resources key
