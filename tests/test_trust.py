@@ -176,6 +176,9 @@ def test_unit_checks_of_the_small_fixes(tmp_path, monkeypatch):
     compact = compact_markdown(md)
     assert "source" not in compact and "real data" in compact and "21.25" in compact
     assert compact.splitlines()[1].rstrip(" |").endswith(":")  # the numbers stay right-aligned
+    md = ("| experiment | cfg | gpu_hours |\n|:--|--:|--:|\n| real data | - | - |\n| a | - | 0.00 |\n"
+          "| b | 4.0 | 0.00 |\n")  # a floor's "-" does not make gpu_hours vary; a run's "-" against 4.0 does
+    assert compact_markdown(md).splitlines()[0].split("|")[1:-1] == [" experiment ", " cfg "]
 
 
 def check_live_tracking(folder, steps: int, every: int):

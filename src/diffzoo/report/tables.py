@@ -264,15 +264,26 @@ def plot_losses(groups: dict[str, dict[str, Path]], path: Path) -> None:
     plt.close(fig)
 
 
+FLOOR_ROWS = ("real data", "autoencoder")  # the tables' rows that are floors, not models
+
+
 def compact_markdown(md: str) -> str:
     """A Markdown table without the columns that hold one value in every row (the console and the results
-    page: `source`, `sfid`, `gpu_hours` on the default say nothing there); the files keep every column."""
+    page: `source`, `sfid`, `gpu_hours` on the default say nothing there; the floor rows' "-" does not make
+    a column vary); the files keep every column."""
     lines = md.rstrip("\n").splitlines()
     rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if line.startswith("|")]
     if len(rows) < 4:  # a header, its separator and at least two rows to compare
         return md
     body = rows[2:]
-    keep = [i for i in range(len(rows[0])) if len({r[i] for r in body}) > 1]
+    name = rows[0].index("experiment") if "experiment" in rows[0] else 0
+    runs = [r for r in body if r[name] not in FLOOR_ROWS]  # the floors' "-" cells say nothing of a column
+    runs = runs if len(runs) >= 2 else body
+
+    def says_something(i: int) -> bool:
+        values = {r[i] for r in runs}
+        return len(values) > 1 or any(r[i] not in values | {"-", ""} for r in body)
+    keep = [i for i in range(len(rows[0])) if i == name or says_something(i)]
     widths = [max(len(r[i]) if k != 1 else 3 for k, r in enumerate(rows)) for i in keep]
     out = []
     for k, r in enumerate(rows):
