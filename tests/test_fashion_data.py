@@ -3,8 +3,8 @@ checked against torchvision's), the t10k split carried through the images stage 
 reference stage, and the independent judge (right on real t10k images, also after the pipeline's
 28 -> 32 crop, at chance on shuffled labels).
 
-CI installs the data (`apt-get install dataset-fashion-mnist`); without it these tests fail, they
-do not skip."""
+CI installs the data (`apt-get install dataset-fashion-mnist`); without it these tests skip, saying
+so in one line (CI sets DIFFZOO_NO_SKIPS=1, which fails any skip: there they must run)."""
 import gzip
 import hashlib
 import io
@@ -34,8 +34,8 @@ N = 30  # max_per_class
 def debian_files():
     missing = [f for f in FILES if not (DEBIAN / f).is_file()]
     if missing:
-        pytest.fail(f"Fashion-MNIST is not installed ({', '.join(missing)} missing in {DEBIAN}): "
-                    "run `apt-get install dataset-fashion-mnist`", pytrace=False)
+        pytest.skip(f"Fashion-MNIST is not installed ({', '.join(missing)} missing in {DEBIAN}): "
+                    "run `apt-get install dataset-fashion-mnist`")
 
 
 @pytest.fixture(scope="module")

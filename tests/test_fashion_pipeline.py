@@ -19,6 +19,14 @@ from test_workflow import make_project, sh, write_params
 
 pytestmark = pytest.mark.slow
 
+
+@pytest.fixture(autouse=True)
+def debian_files():
+    from diffzoo.data import dataset as ds
+
+    if not all((ds.FASHION_MNIST_DEBIAN / f"{n}.gz").is_file() for n in ds.FASHION_MNIST_FILES):
+        pytest.skip("Fashion-MNIST is not installed: run `apt-get install dataset-fashion-mnist`")
+
 # Measured on this configuration (2-core CPU, session 6): the floors sit below with room for noise.
 PSNR_FLOOR = 20.0          # dB on the held-out images (measured: see the closing assert message)
 LATENT_JUDGE_FLOOR = 0.45  # share of latent-model samples the judge labels as their class (chance 0.1)

@@ -108,9 +108,10 @@ def check_results_page(project, shot):
     assert "num_samples: 40" in page and "package digest" in page
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
+        why = "chromium is not installed (apt-get install chromium): the page's text was checked, not its rendering"
         if os.environ.get("DIFFZOO_REQUIRE_BROWSER"):
-            pytest.fail("chromium is not installed (apt-get install chromium): the results page was not rendered")
-        return
+            pytest.fail(why)
+        pytest.skip(why)
     subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                     "--window-size=1400,1800", f"--screenshot={shot}", (project / "results/index.html").as_uri()],
                    check=True, capture_output=True, timeout=120)

@@ -105,9 +105,12 @@ def _fail(command: str, message: str) -> int:
 
 
 def _artifact_writer(module, args) -> bool:
-    """A pipeline stage run (a --params form of a command that writes pipeline artifacts; standalone
-    sampling, --ckpt, writes only its --out and locks that, leaving the folder it runs from as it was)."""
-    return getattr(module, "LOCK", True) and bool(getattr(args, "params", None)) and not getattr(args, "ckpt", None)
+    """A pipeline stage run (a --params form of a command that writes pipeline artifacts). A module's
+    `standalone(args)` names its other form (sample --ckpt, import-checkpoint --out), which writes only
+    its --out and leaves the folder it runs from as it was: no lock, no time record there."""
+    standalone = getattr(module, "standalone", None)
+    return (getattr(module, "LOCK", True) and bool(getattr(args, "params", None))
+            and not (standalone and standalone(args)))
 
 
 def _stamp(command: str, args) -> None:

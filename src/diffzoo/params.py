@@ -882,7 +882,9 @@ def json_schema() -> dict:
     merged config with it)."""
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **Params.model_json_schema()}
     # Snakemake checks with Python's re.search, where "$" also matches before a final newline.
-    text = json.dumps(schema).replace(json.dumps(ID_PATTERN)[1:-1], json.dumps(r"\A" + ID_PATTERN[1:-1] + r"\Z")[1:-1])
+    text = json.dumps(schema)
+    for pattern in (ID_PATTERN, NAMES_PATTERN):
+        text = text.replace(json.dumps(pattern)[1:-1], json.dumps(r"\A" + pattern[1:-1] + r"\Z")[1:-1])
     schema = json.loads(text)
     schema["title"] = "diffzoo params"
     return schema

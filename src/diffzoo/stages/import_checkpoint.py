@@ -39,6 +39,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vae", default=SD_VAE, help=f"the VAE of its latents (default {SD_VAE})")
 
 
+def standalone(args) -> bool:
+    """CHECKPOINT --out FILE: no params file, no pipeline artifact (cli._artifact_writer)."""
+    return not args.experiment
+
+
 def run(args) -> int:
     from ..checkpoints import import_released, model_json, resolve_checkpoint, save_checkpoint
 

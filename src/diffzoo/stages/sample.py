@@ -179,6 +179,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
 
 
+def standalone(args) -> bool:
+    """--ckpt FILE: no params file, no pipeline artifact (cli._artifact_writer); it locks its --out."""
+    return bool(args.ckpt)
+
+
 def run(args) -> int:
     from ..runtime import relaunch_under_torchrun
 
