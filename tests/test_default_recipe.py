@@ -14,6 +14,8 @@ from diffzoo.evaluate.judge import judge_accuracy
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # the full tier: trains the default's recipe (a minute and more)
+
 DIFFZOO = [sys.executable, "-m", "diffzoo.cli"]
 STEPS = 800
 TINY = {"model": "DiT-S/4", "model_args": {"hidden_size": 64, "depth": 4, "num_heads": 4}, "objective": "ddpm",

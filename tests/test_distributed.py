@@ -13,6 +13,8 @@ import torch
 from conftest import DIFFZOO, clone, edit_params
 from diffzoo.checkpoints import read_state_dict
 
+pytestmark = pytest.mark.slow  # the full tier: torchrun process groups and training runs
+
 TRAIN = ["train", "--params", "params.yaml", "--experiment", "a"]
 EXP = Path("data/experiments/a")
 # A reduction in another order moves weights by ~1e-8 here; one wrong draw, a lost gradient half or

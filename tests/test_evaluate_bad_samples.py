@@ -26,6 +26,8 @@ from diffzoo.params import paths, validate
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # the full tier: trains the reference classifier, scores sample sets
+
 DIFFZOO = [sys.executable, "-m", "diffzoo.cli"]
 N = 500
 

@@ -80,6 +80,7 @@ def test_identity_latents_are_the_images_in_minus_one_to_one(images_dir, tmp_pat
     assert np.array_equal(to_uint8(torch.from_numpy(stored[:3])), np.asarray(images[:3]))
 
 
+@pytest.mark.slow  # the full tier
 def test_missing_vae_weights_give_one_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     message = (r"cannot load the VAE 'stabilityai/sd-vae-ft-ema'.*huggingface-cli download stabilityai/sd-vae-ft-ema "
@@ -88,6 +89,7 @@ def test_missing_vae_weights_give_one_clear_error(monkeypatch):
         make_codec("stabilityai/sd-vae-ft-ema", 0.18215)
 
 
+@pytest.mark.slow  # the full tier
 def test_an_unpinned_vae_of_an_older_model_json_still_loads_by_name(monkeypatch):
     """A model.json written before the pins may name a repo without a revision: loading asks for the
     repo's newest files (one clear line offline), it does not refuse the file."""

@@ -5,7 +5,11 @@ import os
 import re
 import subprocess
 
+import pytest
+
 from conftest import DIFFZOO, clone, edit_params
+
+pytestmark = pytest.mark.slow  # the full tier: training and sampling runs
 
 
 def test_train_and_sample_write_progress_lines_off_terminal(prepared, tmp_path):

@@ -23,6 +23,8 @@ from diffzoo.models.layers import Attention
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # the full tier: loads and samples the released layouts, fine-tunes
+
 DIFFZOO = [sys.executable, "-m", "diffzoo.cli"]
 TINY = {"input_size": 8, "in_channels": 1, "num_classes": 10, "hidden_size": 32, "depth": 2}
 

@@ -12,6 +12,8 @@ from diffzoo.checkpoints import read_state_dict
 
 from conftest import DIFFZOO, clone, edit_params, tiny_params
 
+pytestmark = pytest.mark.slow  # the full tier: training and sampling runs, interrupted and resumed
+
 
 @pytest.fixture(scope="module")
 def trained(prepared, tmp_path_factory):

@@ -50,6 +50,7 @@ def dry_run_resources(tmp_path: Path, *configfiles: str) -> dict[str, dict[str, 
     return jobs
 
 
+@pytest.mark.slow  # the full tier
 def test_slurm_dry_run_requests_gpus_partitions_and_time_per_rule(tmp_path):
     preset = "configs/dit_xl2_256.yaml"
     params = load_params(ROOT / preset)
@@ -79,6 +80,7 @@ def test_slurm_dry_run_requests_gpus_partitions_and_time_per_rule(tmp_path):
     assert int(jobs["train"]["runtime"]) == pytest.approx(2 * hours / 8 * 60, rel=0.01)
 
 
+@pytest.mark.slow  # the full tier
 def test_the_embedded_default_asks_a_cluster_for_no_gpu(tmp_path):
     """params.yaml is CPU work: on a cluster without GPUs no job may ask for one (or sbatch refuses it)."""
     jobs = dry_run_resources(tmp_path, "params.yaml")

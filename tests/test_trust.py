@@ -24,6 +24,7 @@ def _one_experiment(**train) -> dict:
     return raw
 
 
+@pytest.mark.slow  # engine runs
 def test_a_second_snakemake_call_during_a_run_changes_nothing_of_it(tmp_path):
     """During a run: params.yaml edited, `snakemake -n` to preview, and a second live call (refused by
     Snakemake's lock). The run's sample job still draws the run's number of samples, and the table's
@@ -63,6 +64,7 @@ def test_a_second_snakemake_call_during_a_run_changes_nothing_of_it(tmp_path):
     assert jobs(sh(p, "snakemake", "-n", "--cores", "1")) == {("sample", "dit"), ("evaluate", "dit"), ("report", None)}
 
 
+@pytest.mark.slow  # engine runs
 def test_the_engines_agree_on_artifacts_both_ways_on_one_workspace(tmp_path):
     p = make_project(tmp_path / "both")
     write_params(p, _one_experiment())
@@ -196,6 +198,7 @@ def check_live_tracking(folder, steps: int, every: int):
     assert sorted(p.name for p in folder.glob("preview-*.png"))[-1] == f"preview-{steps:07d}.png"
 
 
+@pytest.mark.slow  # engine runs
 def test_rerun_reasons_say_what_changed_in_one_line(tmp_path):
     """Snakemake's reason for a changed param printed the whole slice before and now (1,100 characters
     for a train slice): the rules' params are digests, and diffzoo prints one line per job naming the
