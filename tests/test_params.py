@@ -398,3 +398,25 @@ def test_the_fashion_ablation_overlay_changes_only_the_latents_settings():
         assert (run.model, run.model_args, run.train, run.sample) == (base.model, base.model_args, base.train,
                                                                        base.sample)
     assert len(params.codecs) == 2  # the autoencoder's, and the pixel control's
+
+
+def test_guidance_follows_the_weights_protocol_by_default():
+    """sample.guidance null: a released DDPM file (DiT, DiT-MoE S/B) guides channels 0..2 as its authors'
+    forward_with_cfg does, rectified flow (DiT-MoE XL/G) and the models trained here every channel; an
+    explicit value wins; `sample --ckpt` takes its default from the file's objective (issue 26)."""
+    import argparse
+
+    from diffzoo.stages.sample import standalone_settings
+
+    params = load_params(ROOT / "configs/dit_moe_released.yaml")
+    assert {r: params.run(r).sample.guidance for r in params.run_ids} == {
+        "dit-moe-xl2-8e2a": "all", "dit-moe-g2-16e2a": "all", "dit-moe-b2-8e2a": "legacy3",
+        "dit-moe-s2-8e2a": "legacy3", "dit-moe-s2-16e2a": "legacy3"}
+    assert load_params(ROOT / "configs/digits_scaling.yaml").run("dit-w32-p8").sample.guidance == "all"
+    assert load_params(ROOT / "configs/dit_xl2_256_released.yaml").run(
+        load_params(ROOT / "configs/dit_xl2_256_released.yaml").run_ids[0]).sample.guidance == "legacy3"
+    none = argparse.Namespace(num_fid_samples=None, per_proc_batch_size=None, num_sampling_steps=None, sampler=None,
+                              cfg_scale=None, guidance=None, global_seed=0)
+    assert standalone_settings(none, None, "rectified_flow").guidance == "all"
+    assert standalone_settings(none, None, "ddpm").guidance == "legacy3"
+    assert standalone_settings(argparse.Namespace(**{**vars(none), "guidance": "all"}), None, "ddpm").guidance == "all"

@@ -196,9 +196,22 @@ def test_s4d_legs_modes_are_hippo_legs_normal_part():
     eigvals, vectors = np.linalg.eig(A + np.outer(P, P))
     np.testing.assert_allclose(eigvals.real, -0.5, atol=1e-9)
     keep = np.argsort(eigvals.imag)[n // 2:]
-    w, b = s4d_legs_modes(n)
-    np.testing.assert_allclose(w.numpy(), eigvals.imag[keep], rtol=1e-9)
-    np.testing.assert_allclose(b.abs().numpy(), np.abs(np.linalg.solve(vectors, B))[keep], rtol=1e-7)
+    w, b = s4d_legs_modes(n, b_clip=1e9)  # unclipped: |B| does not depend on the eigenvectors' phases
+    np.testing.assert_allclose(np.sort(w.numpy()), eigvals.imag[keep], rtol=1e-9)
+    np.testing.assert_allclose(np.sort(b.abs().numpy()), np.sort(np.abs(np.linalg.solve(vectors, B))[keep]),
+                               rtol=1e-7)
+
+
+def test_s4d_legs_clips_b_as_the_official_init():
+    """state-spaces/s4 (hippo.nplr('legs', N, B_clip=2.0) at e757cef) clips the imaginary part of B to
+    [-2, 2]: there sum |B|^2 is 74.9 at N = 64 (measured with the official code, issue 26), 2048
+    unclipped (sum of 2n+1 over the kept half). The real parts are the unclipped ones."""
+    w, b = s4d_legs_modes(64)
+    _, free = s4d_legs_modes(64, b_clip=1e9)
+    assert abs(float((b.abs() ** 2).sum()) - 74.9) < 0.05
+    assert abs(float((free.abs() ** 2).sum()) - 2048) < 1e-6
+    assert float(b.imag.abs().max()) <= 2.0 and torch.equal(b.real, free.real)
+    assert bool((w > 0).all()) and bool((w[:-1] > w[1:]).all())  # the official order: w descending
 
 
 @pytest.mark.parametrize("init", ["lin", "legs"])

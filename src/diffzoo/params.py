@@ -177,7 +177,10 @@ class SampleConfig(Section):
                               WithJsonSchema({"type": ["string", "integer"]})] = "250"
     sampler: _choice(SAMPLERS) = "ddpm"
     cfg_scale: Annotated[float, Field(ge=1.0)] = 1.5  # 1.0 = no guidance
-    guidance: _choice(GUIDANCE_MODES) = "all"  # legacy3 = the official DiT (channels 0..2 only)
+    # which output channels guidance mixes: all, or legacy3 = the official DiT's forward_with_cfg (0..2
+    # only); null = the weights' own protocol: legacy3 for a released DDPM file (DiT, DiT-MoE S/B), all
+    # for the rest (rectified flow guides every velocity channel; the models trained here)
+    guidance: _choice(GUIDANCE_MODES) | None = None
     seed: Count = 0
     grid: PositiveInt = 8                    # the PNG grid: this many samples per class, one row per class
 
@@ -325,10 +328,12 @@ class Params(Section):
         if run_id not in self.experiments:
             raise DiffzooError(f"unknown experiment {run_id!r}; params has: {', '.join(self.run_ids)}")
         e = self.experiments[run_id]
-        return Run(id=run_id, model=e.model, model_args=e.model_args, objective=e.objective,
-                   train=TrainConfig.model_validate({**self.train.model_dump(), **e.train}),
-                   sample=SampleConfig.model_validate({**self.sample.model_dump(), **e.sample}),
-                   latents=LatentsConfig.model_validate({**self.latents.model_dump(), **e.latents}),
+        train = TrainConfig.model_validate({**self.train.model_dump(), **e.train})
+        sample = SampleConfig.model_validate({**self.sample.model_dump(), **e.sample})
+        if sample.guidance is None:
+            sample = sample.model_copy(update={"guidance": guidance_protocol(train.checkpoint, e.objective)})
+        return Run(id=run_id, model=e.model, model_args=e.model_args, objective=e.objective, train=train,
+                   sample=sample, latents=LatentsConfig.model_validate({**self.latents.model_dump(), **e.latents}),
                    trained_by=run_id)
 
     @property
@@ -564,6 +569,16 @@ def _check_weights_files(where: str, run: Run) -> None:
     if run.train.checkpoint and run.train.init:
         _raise(f"{where}.train", ": checkpoint (released weights, no training) and init (fine-tuning) exclude "
                "each other")
+
+
+def guidance_protocol(checkpoint: str | None, objective: str) -> str:
+    """The guidance mode the weights' authors sample with: legacy3 (DiT's forward_with_cfg guides the
+    first 3 channels) for released DDPM files, all for rectified flow (the DiT-MoE XL/G sampler guides
+    every velocity channel) and for every model trained here."""
+    from .released import released
+
+    spec = released(checkpoint) if checkpoint else None
+    return "legacy3" if spec is not None and objective == "ddpm" else "all"
 
 
 def _check_sampling_steps(where: str, objective: str, value: str) -> None:

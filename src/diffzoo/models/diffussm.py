@@ -90,18 +90,23 @@ def _cexp(z: torch.Tensor) -> torch.Tensor:
     return torch.polar(torch.exp(z.real), z.imag)
 
 
-def s4d_legs_modes(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """S4D-LegS: the diagonal of HiPPO-LegS's normal part. LegS's A (A_nk = -sqrt(2n+1) sqrt(2k+1) for
-    n > k, -(n+1) on the diagonal) plus the rank-1 P P^T (P_n = sqrt(n + 1/2)) is -1/2 I + a skew
-    matrix S_nk = sign(k - n) sqrt(2n+1) sqrt(2k+1) / 2, so its eigenvalues are -1/2 + i w. Returns
-    the n/2 frequencies w > 0 (ascending) and B = V^-1 B_legs (B_legs,n = sqrt(2n+1)) at those modes."""
+def s4d_legs_modes(n: int, b_clip: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """S4D-LegS as state-spaces/s4 builds it (hippo.nplr('legs', N, B_clip=2.0), used by its S4D
+    kernels at e757cef): the diagonal of HiPPO-LegS's normal part. LegS's A (A_nk = -sqrt(2n+1) sqrt(2k+1)
+    for n > k, -(n+1) on the diagonal) plus the rank-1 P P^T (P_n = sqrt(n + 1/2)) is -1/2 I + a skew
+    matrix S_nk = sign(k - n) sqrt(2n+1) sqrt(2k+1) / 2, so its eigenvalues are -1/2 + i w; the
+    eigenvectors V come from eigh of the Hermitian -i S (their phases are LAPACK's, as there), B = V^* B_legs
+    (B_legs,n = sqrt(2n+1)) on the half with w < 0, and B's imaginary part clipped to [-b_clip, b_clip]
+    (without the clip |B|^2 sums to 2048 at N = 64, with it to about 75). Returned in our convention,
+    the conjugate modes (w > 0, conj B: the same real kernel), in the official order."""
     q = torch.sqrt(2 * torch.arange(n, dtype=torch.float64) + 1)
     sign = torch.triu(torch.ones(n, n, dtype=torch.float64), 1) - torch.tril(torch.ones(n, n, dtype=torch.float64), -1)
     normal = -0.5 * torch.eye(n, dtype=torch.float64) + 0.5 * sign * torch.outer(q, q)
-    eigvals, vectors = torch.linalg.eig(normal)
-    b = torch.linalg.solve(vectors, q.to(torch.complex128))
-    keep = torch.argsort(eigvals.imag)[n - n // 2:]  # the positive halves of the conjugate pairs
-    return eigvals.imag[keep], b[keep]
+    w_im, vectors = torch.linalg.eigh(normal * -1j)
+    order = torch.argsort(w_im)[: n // 2]  # the negative halves of the conjugate pairs, as there
+    b = vectors[:, order].conj().transpose(0, 1) @ q.to(torch.complex128)
+    b = torch.complex(b.real, b.imag.clamp(-b_clip, b_clip))
+    return -w_im[order], b.conj()
 
 
 class _BatchedMatmul(torch.autograd.Function):

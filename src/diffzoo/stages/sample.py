@@ -119,7 +119,7 @@ def sample_checkpoint(args) -> Path:
                             args.num_classes)
     model = build_model(config, tensors, str(path)).to(proc.device).eval()
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
-    cfg = standalone_settings(args, config.get("sample"))
+    cfg = standalone_settings(args, config.get("sample"), config["objective"])
     out = Path(args.out)
     if proc.is_main:
         print(f"sample: {cfg.num_samples} samples, {cfg.sampling_steps} {cfg.sampler} steps, cfg {cfg.cfg_scale} "
@@ -140,13 +140,15 @@ DIT_SAMPLE_DEFAULTS = {"num_samples": 50_000, "batch_size": 32, "sampling_steps"
                        "cfg_scale": 1.5, "guidance": "legacy3"}  # sample_ddp.py's, for released weights
 
 
-def standalone_settings(args, own: dict | None) -> SampleConfig:
+def standalone_settings(args, own: dict | None, objective: str = "ddpm") -> SampleConfig:
     """`sample --ckpt`'s settings: each option given, else the model's own (a diffzoo model.json records
-    its experiment's sample section), else DiT's sample_ddp.py defaults."""
+    its experiment's sample section), else DiT's sample_ddp.py defaults, with the guidance of the file's
+    objective (rectified flow: every channel, as the DiT-MoE authors' RF sampler guides)."""
     given = {"num_samples": args.num_fid_samples, "batch_size": args.per_proc_batch_size,
              "sampling_steps": args.num_sampling_steps, "sampler": args.sampler, "cfg_scale": args.cfg_scale,
              "guidance": args.guidance}
-    base = {**DIT_SAMPLE_DEFAULTS, **{k: v for k, v in (own or {}).items() if k in DIT_SAMPLE_DEFAULTS}}
+    defaults = {**DIT_SAMPLE_DEFAULTS, "guidance": "all" if objective == "rectified_flow" else "legacy3"}
+    base = {**defaults, **{k: v for k, v in (own or {}).items() if k in DIT_SAMPLE_DEFAULTS and v is not None}}
     settings = {k: (v if v is not None else base[k]) for k, v in given.items()}
     return SampleConfig(**settings, seed=args.global_seed)
 
