@@ -252,3 +252,63 @@ def test_a_released_name_downloads_into_the_cache_or_says_where_to_put_it(tmp_pa
     assert resolve_checkpoint(name) == path  # cached: no second download
     with pytest.raises(DiffzooError, match="differs from the expected"):
         resolve_checkpoint(name, sha256="0" * 64)
+
+
+def test_a_ten_class_file_in_the_official_layout_imports_and_samples_as_its_model(prepared, tmp_path):
+    """A DiT trained elsewhere on other data, in the official train.py's layout (a torch.save'd state
+    dict, 10 classes): as `train.checkpoint` of an experiment on the digits it imports with the class
+    count and learn_sigma read from the file (it once failed on y_embedder [11, 32] vs [1001, 32]), and
+    samples exactly what the model it came from samples (same weights, same noise), then is evaluated.
+    A model_args value the file contradicts is one line."""
+    import numpy as np
+
+    from conftest import clone, edit_params
+
+    root = clone(prepared, tmp_path / "p")
+
+    def run(*args, ok=True):
+        done = subprocess.run(DIFFZOO + [*args, "--params", "params.yaml"], cwd=root, capture_output=True, text=True)
+        assert (done.returncode == 0) == ok, done.stderr[-2000:]
+        return done
+
+    run("train", "--experiment", "a")
+    trained = read_state_dict(root / "data/experiments/a/model.safetensors")
+    torch.save({"model": trained, "ema": trained}, root / "official.pt")  # train.py's checkpoint: EMA weights
+
+    def add_b(raw, **model_args):
+        a = raw["experiments"]["a"]
+        raw["experiments"]["b"] = {**a, "model_args": {k: v for k, v in a["model_args"].items()} | model_args,
+                                   "train": {"checkpoint": "official.pt"}}
+    edit_params(root, lambda raw: add_b(raw, num_classes=1000))
+    refused = run("import-checkpoint", "--experiment", "b", ok=False)
+    assert "num_classes = 1000 (the file's: 10)" in refused.stderr
+    edit_params(root, lambda raw: add_b(raw))
+    run("import-checkpoint", "--experiment", "b")
+    config = json.loads((root / "data/experiments/b/model.json").read_text())
+    assert config["model_args"]["num_classes"] == 10 and config["model_args"]["learn_sigma"] is True
+    assert len(config["latents"]["classes"]) == 10
+    for exp in ("a", "b"):
+        run("sample", "--experiment", exp)
+    with np.load(root / "data/experiments/a/samples.npz") as a, np.load(root / "data/experiments/b/samples.npz") as b:
+        assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
+    run("reference")
+    run("evaluate", "--experiment", "b")
+    metrics = json.loads((root / "results/metrics/b.json").read_text())
+    assert metrics["fid"] > 0 and metrics["sampling"]["num_samples"] == 48
+
+
+def test_the_layout_is_read_from_a_file_not_named_like_a_released_one(project, tmp_path):
+    """An XL/G-layout file (flash block, QK-norm) under another name -- a fine-tuned one from the
+    authors' train_deepspeed.py -- once failed the strict load on q_norm/k_norm: QK-norm, learn_sigma
+    and the class count now come from its keys and shapes (issue 26)."""
+    from diffzoo.checkpoints import import_released
+
+    _, files = project
+    renamed = tmp_path / "my-finetuned-xl.pt"
+    renamed.write_bytes(files["dit-moe-xlg"].read_bytes())
+    args = {k: v for k, v in TINY.items() if k != "num_classes"} | {"num_heads": 2}
+    tensors, model_args = import_released(renamed, "DiT-MoE-XL/2-8E2A", args)
+    assert (model_args["qk_norm"], model_args["learn_sigma"], model_args["num_classes"]) == (True, True, 10)
+    assert any(k.endswith("attn.q_norm.weight") for k in tensors)
+    _, dit_args = import_released(files["dit"], "DiT-S/2", args)  # DiT's train.py file: no QK-norm
+    assert (dit_args["qk_norm"], dit_args["num_classes"]) == (False, 10)

@@ -128,15 +128,50 @@ def model_json(model: str, model_args: dict, objective: str, objective_args: dic
                         "classes": [str(c) for c in range(num_classes)]}, **extra}
 
 
-def import_released(path: Path, model_name: str, model_args: dict) -> dict[str, torch.Tensor]:
-    """The file's weights in our model's layout, after a strict load (built on the meta device, so
-    the tensors are the file's own, not copies)."""
-    from .models import create_model
+LAYOUT_KEYS = ("num_classes", "learn_sigma", "qk_norm")  # what file_layout reads, where params leave them
 
+
+def file_layout(state_dict: dict[str, torch.Tensor]) -> dict:
+    """What a file in the DiT layout (DiT, DiT-MoE: x_embedder, y_embedder, final_layer) says of its
+    model: the class count (the label table has one row more, the null class), learn_sigma (the output
+    has twice the input channels), QK-norm (DiT-MoE XL/G's flash block). {} for other layouts. So a
+    DiT fine-tuned on 10 classes with the authors' train.py, or a renamed XL file, imports."""
+    patch = state_dict.get("x_embedder.proj.weight")
+    out = state_dict.get("final_layer.linear.weight")
+    labels = state_dict.get("y_embedder.embedding_table.weight")
+    if patch is None or out is None or patch.dim() != 4:
+        return {}
+    layout = {"learn_sigma": out.shape[0] == 2 * patch.shape[1] * patch.shape[2] * patch.shape[3],
+              "qk_norm": any(k.endswith(("attn.q_norm.weight", "attn.q_norm.bias")) for k in state_dict)}
+    if labels is not None:
+        layout["num_classes"] = labels.shape[0] - 1
+    return layout
+
+
+def with_file_layout(model_args: dict, state_dict: dict[str, torch.Tensor], source: str) -> dict:
+    """`model_args` completed by the file's own layout (file_layout); a value the args set otherwise is
+    one line naming the key, before any load."""
+    layout = file_layout(state_dict)
+    differ = [f"{k} = {model_args[k]!r} (the file's: {v!r})" for k, v in layout.items()
+              if k in model_args and model_args[k] != v]
+    if differ:
+        raise DiffzooError(f"{source} does not fit the model's arguments: {'; '.join(differ)}")
+    return {**model_args, **layout}
+
+
+def import_released(path: Path, model_name: str, model_args: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """The file's weights in our model's layout, after a strict load (built on the meta device, so
+    the tensors are the file's own, not copies), and the model's arguments: for the DiT layouts
+    completed by what the file says of itself (file_layout: class count, learn_sigma, QK-norm)."""
+    from .models import create_model, model_family
+
+    state_dict = read_state_dict(path)
+    if model_family(model_name) in ("DiT", "DiT-MoE"):
+        model_args = with_file_layout(model_args, state_dict, str(path))
     with torch.device("meta"):
         model = create_model(model_name, **model_args)
-    load_weights(model, read_state_dict(path), str(path), assign=True)
-    return {k: v for k, v in model.state_dict().items()}
+    load_weights(model, state_dict, str(path), assign=True)
+    return {k: v for k, v in model.state_dict().items()}, model_args
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], config: dict) -> None:

@@ -71,7 +71,7 @@ def run(args) -> int:
     objective_args = {"time_scale": time_scale} if objective == "rectified_flow" and time_scale else {}
     if objective == "ddpm":
         objective_args = {"prediction": "eps", "noise_schedule": "linear"}
-    tensors = import_released(src, name, model_args)
+    tensors, model_args = import_released(src, name, model_args)
     digest = sha256_file(src)
     vae = hub.pin_argument(args.vae, "--vae") if hub.is_ref(args.vae) and not Path(args.vae).is_dir() else args.vae
     config = model_json(name, model_args, objective, objective_args, vae, 0.18215, [4, side, side],

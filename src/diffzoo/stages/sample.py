@@ -109,14 +109,15 @@ def sample_checkpoint(args) -> Path:
             raise DiffzooError("--model is required for a file that is not a released checkpoint")
         objective = args.objective or (spec.objective if spec else "ddpm")
         side = args.image_size // 8
-        model_args = {"input_size": side, "num_classes": args.num_classes, **(spec.model_args if spec else {})}
+        given = {"num_classes": args.num_classes} if args.num_classes else {}
+        model_args = {"input_size": side, **given, **(spec.model_args if spec else {})}
         time_scale = args.time_scale or (spec.time_scale if spec else None)
         objective_args = {"time_scale": time_scale} if objective == "rectified_flow" and time_scale else {}
-        tensors = import_released(path, name, model_args)
+        tensors, model_args = import_released(path, name, model_args)
         vae = f"stabilityai/sd-vae-ft-{args.vae}" if args.vae in ("ema", "mse") else args.vae
         vae = hub.pin_argument(vae, "--vae") if hub.is_ref(vae) and not Path(vae).is_dir() else vae
         config = model_json(name, model_args, objective, objective_args, vae, 0.18215, [4, side, side],
-                            args.num_classes)
+                            model_args.get("num_classes", 1000))
     model = build_model(config, tensors, str(path)).to(proc.device).eval()
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
     cfg = standalone_settings(args, config.get("sample"), config["objective"])
@@ -160,7 +161,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ckpt", help="a released name, a file in its authors' format, or a diffzoo model.safetensors")
     g.add_argument("--model", help="registered model name (default: the released name's)")
     g.add_argument("--image-size", type=int, default=256, help="pixels (the latents are 1/8 of it)")
-    g.add_argument("--num-classes", type=int, default=1000)
+    g.add_argument("--num-classes", type=int, default=None,
+                   help="(default: what the file's label table holds, else DiT's 1000)")
     g.add_argument("--vae", default="ema", help="ema or mse (stabilityai/sd-vae-ft-<vae>, as DiT), or a diffusers "
                                                "AutoencoderKL repo id or folder")
     g.add_argument("--cfg-scale", type=float, default=None, help="(default: a diffzoo model's own sample "
@@ -207,10 +209,11 @@ def run(args) -> int:
 
 
 def _standalone_argv(args) -> list[str]:
-    argv = ["--ckpt", args.ckpt, "--image-size", str(args.image_size), "--num-classes", str(args.num_classes),
-            "--vae", args.vae, "--global-seed", str(args.global_seed), "--out", args.out,
+    argv = ["--ckpt", args.ckpt, "--image-size", str(args.image_size), "--vae", args.vae,
+            "--global-seed", str(args.global_seed), "--out", args.out,
             "--tf32" if args.tf32 else "--no-tf32"]
-    for flag, value in (("--model", args.model), ("--objective", args.objective), ("--time-scale", args.time_scale),
+    for flag, value in (("--model", args.model), ("--num-classes", args.num_classes), ("--objective", args.objective),
+                        ("--time-scale", args.time_scale),
                         ("--cfg-scale", args.cfg_scale), ("--guidance", args.guidance),
                         ("--num-sampling-steps", args.num_sampling_steps), ("--sampler", args.sampler),
                         ("--num-fid-samples", args.num_fid_samples),

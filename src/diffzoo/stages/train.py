@@ -78,7 +78,7 @@ def import_weights(params, run, where) -> dict:
     channels, side = params.latent_shape(run.id)
     model_args, objective_args = _released_defaults(run, run.train.checkpoint)
     model_args = {"input_size": side, "in_channels": channels, **model_args}
-    tensors = import_released(path, run.model, model_args)
+    tensors, model_args = import_released(path, run.model, model_args)
     with torch.device("meta"):
         meta_model = create_model(run.model, **model_args)
     summary = {"experiment": run.id, "model": run.model, "objective": run.objective, "released": path.name,
