@@ -141,3 +141,32 @@ def test_tiny_model_trains_and_samples_with_guidance(objective, backbone):
     model.eval()
     samples = obj.sample(model.guided(1.5, "all"), torch.randn(4, 3, 8, 8), {"y": y[:4]})
     assert samples.shape == (4, 3, 8, 8) and torch.isfinite(samples).all()
+
+
+def test_a_released_rf_file_samples_with_the_authors_guided_euler_by_default():
+    """DiT-MoE XL/G (rectified flow, t in (0, 1), learn_sigma outputs): the default guidance for such a
+    file (params.guidance_protocol) is the authors' RF sampler, written out here: each of 4 Euler steps
+    x -= (u + s (c - u))[:, :C] / 4 with c, u the conditional and null-class outputs on EVERY channel.
+    The old default (legacy3, channels 0..2 only) drifts from it (issue 26: 3.5e-4 after 4 steps)."""
+    from diffzoo.params import guidance_protocol
+
+    mode = guidance_protocol("dit_moe_xl_8E2A.pt", "rectified_flow")
+    assert mode == "all" and guidance_protocol("dit_moe_s_8E2A.pt", "ddpm") == "legacy3"
+    torch.manual_seed(0)
+    model = create_model("DiT-MoE-XL/2-8E2A", input_size=8, in_channels=4, num_classes=10, hidden_size=32, depth=2,
+                         num_heads=2, qk_norm=True, learn_sigma=True).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.05)
+    rf = create_objective("rectified_flow", sampling_steps=4, time_scale=1.0)
+    noise, y, s = torch.randn(3, 4, 8, 8), torch.tensor([1, 5, 9]), 4.0
+    ours = rf.sample(model.guided(s, mode), noise, {"y": y})
+    x = noise.clone()
+    with torch.no_grad():
+        for i in range(4, 0, -1):
+            t = torch.full((3,), i / 4)
+            c, u = model(x, t, y), model(x, t, torch.full_like(y, 10))
+            x = x - (u + s * (c - u))[:, :4] / 4
+    torch.testing.assert_close(ours, x, rtol=1e-5, atol=1e-6)
+    legacy = rf.sample(model.guided(s, "legacy3"), noise, {"y": y})
+    assert (legacy - x).abs().max() > 1e-4  # the 3-channel default was not the authors' sampler
