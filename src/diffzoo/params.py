@@ -15,6 +15,7 @@ the workflow engines track, so a change reruns exactly the stages whose slice ch
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,6 +29,7 @@ from .choices import GUIDANCE_MODES, NOISE_SCHEDULES, OBJECTIVES, PREDICTIONS, S
 from .data import SOURCES
 from .errors import DiffzooError
 from .plan_cache import memo
+from .report.catalogue import check_claims
 from .report.published import TABLES
 
 DEFAULT_PARAMS = "params.yaml"
@@ -191,6 +193,9 @@ class EvaluateConfig(Section):
     reference: str | None = None             # an ADM reference batch .npz; null = computed from the images
     pr_distance_dtype: Literal["float16", "float32"] = "float16"
     batch_size: PositiveInt = 250
+    # bootstrap replicates over the samples (0 = none): each metric's standard error and 95% interval from
+    # resampling the generated images with replacement (evaluate/bootstrap.py), in metrics.json
+    bootstrap: Count = 0
 
 
 class ReportConfig(Section):
@@ -257,6 +262,9 @@ class ExperimentConfig(Section):
     # overrides of the latents section: another scale or posterior use trains on the same latents; another
     # codec (vae, grayscale, flips, dtype) gets latents of its own (Snakemake only: check --dvc refuses)
     latents: Annotated[dict[str, Any], _overrides_of("latents")] = Field(default_factory=dict)
+    # training seeds: the experiment becomes one run per seed, <id>-seed<s>, with train.seed and sample.seed
+    # = s (so are its samplings, <sampling>-seed<s>); validate() expands them, so no run carries it
+    seeds: list[Count] | None = Field(default=None, exclude=True)
 
     @field_validator("model")
     @classmethod
@@ -311,6 +319,8 @@ class Params(Section):
     track: TrackConfig = Field(default_factory=TrackConfig)
     experiments: Annotated[dict[Identifier, ExperimentConfig], Field(min_length=1)]
     samplings: dict[Identifier, SamplingConfig] = Field(default_factory=dict)
+    # the papers' claims to check on these runs (report/catalogue.py): claim id -> the run names it compares
+    claims: dict[str, list[Identifier]] = Field(default_factory=dict)
 
     # ---- derived --------------------------------------------------------------------------------
     @property
@@ -378,6 +388,15 @@ class Params(Section):
         grey = {c["grayscale"] for c in self.codecs.values() if c["vae"] == AUTOENCODER}
         return 1 if grey == {True} else 3
 
+    def replicates(self, name: str) -> list[str]:
+        """The runs a name stands for: the run itself, or every seed of an experiment (or sampling) that
+        was written with `seeds:` (<name>-seed<s>, in seed order)."""
+        if name in self.run_ids:
+            return [name]
+        pattern = re.compile(re.escape(name) + r"-seed(\d+)")
+        found = [(int(m.group(1)), r) for r in self.run_ids if (m := pattern.fullmatch(r))]
+        return [r for _, r in sorted(found)]
+
     def dump(self) -> dict:
         """The full params as plain data (what `diffzoo preset` writes and DVC reads)."""
         return self.model_dump(mode="json")
@@ -405,7 +424,8 @@ def validate(raw) -> Params:
     if not isinstance(raw.get("experiments"), dict) or not raw["experiments"]:
         raise DiffzooError("params: 'experiments' must map experiment ids to {model, model_args, objective, "
                            "train, sample}")
-    raw = {k: ({} if v is None and k in SECTIONS else v) for k, v in raw.items()}
+    raw = {k: ({} if v is None and (k in SECTIONS or k == "claims") else v) for k, v in raw.items()}
+    raw = expand_seeds(raw)
     try:
         params = Params.model_validate(raw)
     except ValidationError as err:
@@ -413,7 +433,54 @@ def validate(raw) -> Params:
     _check_across_sections(params)
     for run_id in params.run_ids:
         _check_run(params, run_id)
+    problem = check_claims(params.claims, params.replicates)
+    if problem:
+        raise DiffzooError(f"params: {problem}")
     return params
+
+
+def expand_seeds(raw: dict) -> dict:
+    """Each experiment written with `seeds: [s, ...]` as one experiment per seed, <id>-seed<s>, whose
+    train.seed and sample.seed are s; its samplings likewise (<sampling>-seed<s> of <id>-seed<s>).
+    Returns a new mapping (the input is not changed); a bad `seeds` value is named."""
+    exps = raw.get("experiments")
+    if not isinstance(exps, dict) or not any(isinstance(e, dict) and "seeds" in e for e in exps.values()):
+        return raw
+    out, seeded = {}, {}
+    for exp_id, e in exps.items():
+        if not (isinstance(e, dict) and "seeds" in e):
+            out[exp_id] = e
+            continue
+        seeds = e["seeds"]
+        if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+            _raise(f"experiments.{exp_id}.seeds", f" = {seeds!r}: a list of distinct seeds (integers >= 0), "
+                   f"e.g. [0, 1, 2]")
+        for section in ("train", "sample"):
+            if isinstance(e.get(section), dict) and "seed" in e[section]:
+                _raise(f"experiments.{exp_id}.{section}.seed", " is set by seeds: give one or the other")
+        seeded[exp_id] = seeds
+        for s in seeds:
+            rid = f"{exp_id}-seed{s}"
+            if rid in exps:
+                _raise(f"experiments.{exp_id}.seeds", f": {rid!r} is also written as an experiment")
+            out[rid] = {**{k: v for k, v in e.items() if k != "seeds"},
+                        **{sec: {**(e.get(sec) or {}), "seed": s} for sec in ("train", "sample")
+                           if isinstance(e.get(sec) or {}, dict)}}
+    raw = {**raw, "experiments": out}
+    samplings = raw.get("samplings")
+    if isinstance(samplings, dict):
+        expanded = {}
+        for sid, smp in samplings.items():
+            trained = smp.get("experiment") if isinstance(smp, dict) else None
+            if trained not in seeded:
+                expanded[sid] = smp
+                continue
+            for s in seeded[trained]:
+                expanded[f"{sid}-seed{s}"] = {**smp, "experiment": f"{trained}-seed{s}",
+                                              "sample": {**(smp.get("sample") or {}), "seed": s}}
+        raw["samplings"] = expanded
+    return raw
 
 
 # ---- error messages ----------------------------------------------------------------------------------

@@ -46,11 +46,13 @@ def default_distance_dtype(extractor_name: str) -> str:
 def evaluate(samples: str | Path | ImageSource, reference: str | Path | Reference, extractor, *,
              batch_size: int = 100, is_split: int = 5000, k: int = 3, distance_dtype: str | None = None,
              pr_block: int = 10000, kid_subsets: int = 100, kid_subset_size: int = 1000,
-             cache_dir: str | Path | None = None) -> dict:
+             cache_dir: str | Path | None = None, bootstrap: int = 0, bootstrap_seed: int = 0) -> dict:
     """All metrics of ``samples`` (ADM npz, shard dir or image folder) against ``reference``.
 
     ``distance_dtype`` None: float16 for Inception (ADM's choice, needed to match the papers),
     float32 for our classifier, whose features (squared norms of thousands) are too coarse in float16.
+    ``bootstrap`` > 0 adds "bootstrap": each metric's standard error and interval over that many
+    resamples of the samples (bootstrap.py).
     """
     t0 = time.perf_counter()
     distance_dtype = distance_dtype or default_distance_dtype(extractor.name)
@@ -61,7 +63,7 @@ def evaluate(samples: str | Path | ImageSource, reference: str | Path | Referenc
     ref_pool = reference_features(ref, extractor, batch_size, cache_dir or None)
     t_ref = time.perf_counter()
 
-    run = stream_features(source, extractor, batch_size, is_split=is_split)
+    run = stream_features(source, extractor, batch_size, is_split=is_split, keep_logits=bootstrap > 0)
     t_feat = time.perf_counter()
     fid = frechet_distance(run.pool.mean(), run.pool.cov(), ref.mu, ref.sigma)
     sfid = None
@@ -77,6 +79,14 @@ def evaluate(samples: str | Path | ImageSource, reference: str | Path | Referenc
             kid_out = kid(ref_pool, run.kept_pool, subsets=kid_subsets, subset_size=kid_subset_size)
     t_pr = time.perf_counter()
     accuracy = None if run.class_correct is None else run.class_correct / run.num_images
+    spread = None
+    if bootstrap:
+        from .bootstrap import sample_bootstrap
+        spread = sample_bootstrap(run.kept_pool, ref.mu, ref.sigma, replicates=bootstrap, logits=run.logits,
+                                  labels=source.labels if run.class_correct is not None else None,
+                                  ref_pool=ref_pool, k=k, dtype=distance_dtype, is_split=is_split,
+                                  seed=bootstrap_seed, device=str(getattr(extractor, "device", "cpu")))
+    t_boot = time.perf_counter()
     return {
         "version": METRICS_VERSION,
         "feature_extractor": extractor.describe(),
@@ -87,6 +97,7 @@ def evaluate(samples: str | Path | ImageSource, reference: str | Path | Referenc
         "recall": recall,
         "kid": kid_out,
         "class_accuracy": accuracy,
+        "bootstrap": spread,
         "samples": {"path": str(source.path), "num_images": run.num_images,
                     "resolution": list(source.resolution), "conditional": source.labels is not None},
         "reference": {"path": ref.path, "format": "diffzoo" if ref.meta else "ADM",
@@ -96,6 +107,7 @@ def evaluate(samples: str | Path | ImageSource, reference: str | Path | Referenc
                      "pr_block": pr_block, "kid_subsets": kid_subsets, "kid_subset_size": kid_subset_size},
         "seconds": {"reference_features": round(t_ref - t0, 3), "sample_features": round(t_feat - t_ref, 3),
                     "fid_sfid": round(t_fid - t_feat, 3), "precision_recall_kid": round(t_pr - t_fid, 3),
+                    "bootstrap": round(t_boot - t_pr, 3),
                     "images_per_second": round(run.num_images / max(t_feat - t_ref, 1e-9), 2)},
     }
 

@@ -50,13 +50,15 @@ class FeaturePass:
     inception_score: float | None
     class_correct: int | None
     num_images: int
+    logits: np.ndarray | None = None   # every image's logits, in order (keep_logits=True), float32
 
 
 def stream_features(source: ImageSource, extractor, batch_size: int = 100, keep_rows: np.ndarray | None = None,
-                    keep_images: bool = False, is_split: int | None = None) -> FeaturePass:
+                    keep_images: bool = False, is_split: int | None = None, keep_logits: bool = False) -> FeaturePass:
     """Run ``extractor`` over ``source`` batch by batch: pool / spatial Gaussian statistics, the pool
     features (and optionally images) of ``keep_rows`` (sorted; None = all), the IS, and the
-    class accuracy against ``source.labels`` when the extractor is our classifier."""
+    class accuracy against ``source.labels`` when the extractor is our classifier; with ``keep_logits``
+    also every image's logits (for a bootstrap over the images)."""
     check_extractor_resolution(extractor, source)
     n = source.num_images
     keep = np.arange(n) if keep_rows is None else np.asarray(keep_rows, np.int64)
@@ -68,6 +70,7 @@ def stream_features(source: ImageSource, extractor, batch_size: int = 100, keep_
     score = InceptionScore(is_split) if is_split else None
     classify = extractor.name == "classifier" and source.labels is not None
     correct, start, filled = (0 if classify else None), 0, 0
+    logits = [] if keep_logits else None
     progress = Progress(n, f"features of {Path(str(source.path)).name}", "images")
     for images in source.batches(batch_size):
         feats = extractor(images)
@@ -79,6 +82,8 @@ def stream_features(source: ImageSource, extractor, batch_size: int = 100, keep_
             spatial.update(feats["spatial"])
         if score is not None:
             score.update(feats["logits"])
+        if logits is not None:
+            logits.append(feats["logits"].float().cpu().numpy())
         if classify:
             pred = feats["logits"].argmax(1).cpu().numpy()
             labels = source.labels[start:stop]
@@ -99,7 +104,8 @@ def stream_features(source: ImageSource, extractor, batch_size: int = 100, keep_
     progress.close()
     if start != n:
         raise DiffzooError(f"{source.path}: expected {n} images, read {start}")
-    return FeaturePass(pool, spatial, kept_pool, kept_images, score.compute() if score else None, correct, n)
+    return FeaturePass(pool, spatial, kept_pool, kept_images, score.compute() if score else None, correct, n,
+                       None if logits is None else np.concatenate(logits))
 
 
 def reference_subset(num_images: int, num_ref: int, seed: int) -> np.ndarray:

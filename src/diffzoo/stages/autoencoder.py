@@ -15,7 +15,10 @@ import sys
 from ..params import load_params, paths
 from ..utils import atomic_dir, write_json
 
-CODE = ["autoencoder.py", "stages/autoencoder.py", "training.py", "evaluate/*.py", "report/figures.py"]
+# (the evaluate files it runs: not evaluate/bootstrap.py, which its evaluation does not use)
+CODE = ["autoencoder.py", "stages/autoencoder.py", "training.py", "report/figures.py",
+        *(f"evaluate/{name}.py" for name in ("__init__", "classifier", "evaluator", "features", "images", "judge",
+                                             "metrics", "reference"))]
 GPUS = "gpus"  # params.resources key
 UNUSED = "UNUSED.txt"
 

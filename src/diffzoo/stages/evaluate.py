@@ -84,7 +84,8 @@ def evaluate_run(params, run_id: str, device: str | None = None) -> dict:
         raise DiffzooError(f"{where['samples']} does not exist: run the sample stage of {run_id!r} first")
     samples = open_images(where["samples"])
     metrics = evaluate(samples, where["reference"] / REFERENCE, pipeline_extractor(params, device),
-                       batch_size=ev.batch_size, distance_dtype=ev.pr_distance_dtype, cache_dir=None)
+                       batch_size=ev.batch_size, distance_dtype=ev.pr_distance_dtype, cache_dir=None,
+                       bootstrap=ev.bootstrap)
     judge = judge_accuracy_of(params, samples)
     if judge is not None:
         metrics["judge_accuracy"] = judge

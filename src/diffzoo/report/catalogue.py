@@ -1,0 +1,110 @@
+"""The papers' claims that diffzoo can check, as data: what each says, where the paper shows it, and how
+it is tested (its kind). A params file's `claims:` section names which to check and on which runs
+(`claims: {dit-patch: [dit-w64-p8, dit-w64-p4, dit-w64-p2]}`); `diffzoo claims` computes them
+(report/claims.py) into results/claims.md.
+
+Kinds, and what a claim's list of runs means for each (a name is an experiment or sampling id; one
+with `seeds:` stands for all its seeds, `<id>-seed<s>`):
+- trend:   FID falls as `x` rises (x: gflops, depth or width); two or more configs. Statistic: the
+           slope of log FID on log x over every seed of every config (least squares, t interval).
+- better:  [baseline, claimed better]: FID(baseline) - FID(better) > 0 (Welch interval of the means).
+- routing: [a MoE config]: experts specialise -- the class decides expert choice more in the first
+           MoE layer than in the last, and the timestep more in the last than in the first
+           (normalised mutual information, per seed; t interval over seeds).
+- cost:    [attention-free, attention]: forward Gflops against tokens as the resolution grows: the
+           first's exponent below the second's; with measured step times.
+- ranking: two or more configs at matched Gflops: every pair's FID difference with its interval.
+"""
+from __future__ import annotations
+
+KINDS = ("trend", "better", "routing", "cost", "ranking")
+ARITY = {"trend": (2, None), "better": (2, 2), "routing": (1, 1), "cost": (2, 2), "ranking": (2, None)}
+TREND_X = ("gflops", "depth", "width")
+
+CLAIMS: dict[str, dict] = {
+    "dit-patch": {
+        "paper": "DiT", "kind": "trend", "x": "gflops",
+        "claim": "FID falls as forward Gflops rise by shrinking the patch (same parameters, more tokens).",
+        "evidence": "Table 4 / Fig. 8: DiT-S/8 153.6, S/4 100.4, S/2 68.4 at 0.36, 1.41, 6.06 Gflops (400K steps)",
+    },
+    "dit-width": {
+        "paper": "DiT", "kind": "trend", "x": "gflops",
+        "claim": "FID falls as forward Gflops rise by widening the model (same patch).",
+        "evidence": "Table 4: DiT-S/2 68.4, B/2 43.5, L/2 23.3, XL/2 19.5 at 6.1, 23.0, 80.7, 118.6 Gflops",
+    },
+    "dit-guidance": {
+        "paper": "DiT", "kind": "better",
+        "claim": "Classifier-free guidance (scale 1.5) lowers FID.",
+        "evidence": "Table 2: DiT-XL/2 FID 9.62 without guidance, 2.27 at cfg 1.5 (ImageNet 256)",
+    },
+    "moe-vs-dense": {
+        "paper": "DiT-MoE", "kind": "better",
+        "claim": "At equal activated parameters, the sparse MoE model beats the dense one.",
+        "evidence": "Sec. 4 and Fig. 3: DiT-MoE below dense DiT of the same activated parameters through training",
+    },
+    "moe-shared-expert": {
+        "paper": "DiT-MoE", "kind": "better",
+        "claim": "The always-on shared expert helps (the same MoE without it is worse).",
+        "evidence": "ablation of shared experts (Sec. 4.3): shared experts lower FID at equal activated parameters",
+    },
+    "moe-routing": {
+        "paper": "DiT-MoE", "kind": "routing",
+        "claim": "Experts specialise: expert choice depends on the class in early layers and on the timestep "
+                 "in later ones.",
+        "evidence": "Sec. 4.4 heat maps of expert choice against class and against timestep per layer",
+    },
+    "dis-depth": {
+        "paper": "DiS", "kind": "trend", "x": "depth",
+        "claim": "FID falls as DiS gets deeper (same width).",
+        "evidence": "Sec. 4 scaling: DiS-S/B/M/L/H, FID falls with depth and width (FID against Gflops)",
+    },
+    "dis-width": {
+        "paper": "DiS", "kind": "trend", "x": "width",
+        "claim": "FID falls as DiS gets wider (same depth).",
+        "evidence": "Sec. 4 scaling: DiS-S/B/M/L/H, FID falls with depth and width (FID against Gflops)",
+    },
+    "dis-skips": {
+        "paper": "DiS", "kind": "better",
+        "claim": "The U-ViT long skips help (the same DiS without them is worse).",
+        "evidence": "ablation of the long skip connection (Sec. 4.2): removing it raises FID",
+    },
+    "diffussm-vs-dit": {
+        "paper": "DiffuSSM", "kind": "better",
+        "claim": "At equal Gflops, the attention-free model without patchify beats a patchified DiT.",
+        "evidence": "Table 1: DiffuSSM-XL FID 9.07 (no guidance) against DiT-XL/2's 9.62, at fewer training images",
+    },
+    "diffussm-cost": {
+        "paper": "DiffuSSM", "kind": "cost",
+        "claim": "Without attention, cost grows about linearly in the tokens as the resolution grows; "
+                 "attention grows faster.",
+        "evidence": "Sec. 3 and Fig. 1: DiffuSSM 280.3 Gflops at 256 and 1066.2 at 512 (x3.8 for 4x the tokens)",
+    },
+    "mamba-ranking": {
+        "paper": "Mamba family", "kind": "ranking",
+        "claim": "At matched Gflops, which SSM designs denoise better than others (and which differences are real).",
+        "evidence": "no paper compares them on one recipe: diffzoo's own comparison (README, the Mamba family)",
+    },
+}
+
+
+def check_claims(claims: dict[str, list[str]], resolve) -> str | None:
+    """The first problem of a params file's `claims:` as a message (None when they are fine): an
+    unknown claim, a run name that `resolve(name)` does not find (it returns the runs or None), or the
+    wrong number of runs for the claim's kind."""
+    for claim_id, names in claims.items():
+        if claim_id not in CLAIMS:
+            return f"claims.{claim_id}: unknown claim; allowed: {', '.join(CLAIMS)}"
+        kind = CLAIMS[claim_id]["kind"]
+        low, high = ARITY[kind]
+        if len(names) < low or (high is not None and len(names) > high):
+            want = f"{low}" if low == high else f"at least {low}"
+            return f"claims.{claim_id}: {len(names)} runs; a {kind} claim takes {want} ({KIND_LISTS[kind]})"
+        for name in names:
+            if not resolve(name):
+                return (f"claims.{claim_id}: {name!r} is no experiment or sampling id (nor one with seeds: "
+                        f"{name}-seed<s>)")
+    return None
+
+
+KIND_LISTS = {"trend": "the configs, any order", "better": "[baseline, the claimed better]",
+              "routing": "[the MoE config]", "cost": "[attention-free, attention]", "ranking": "the configs"}
