@@ -30,6 +30,7 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         REPORT_OUTPUTS,
+        CLAIM_OUTPUTS,
         expand(rules.sample.output.grid, exp=RUNS),
 
 

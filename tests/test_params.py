@@ -241,7 +241,7 @@ def test_dvc_yaml_tracks_what_the_stages_read():
     params = validate(copy.deepcopy(DEFAULT))
     stages = pipeline.pipeline_stages()
     assert {"dataset", "images", "autoencoder", "latents", "reference", "train", "sample", "evaluate",
-            "report"} == set(stages)
+            "report", "claims"} == set(stages)
     for stage in stages:
         spec = dvc[stage]["do"] if "do" in dvc[stage] else dvc[stage]
         ours = {f[f.index("src/diffzoo/"):] for f in pipeline.code_files(stage)}

@@ -74,6 +74,8 @@ TRAINED = [e for e in EXPERIMENTS if e not in RELEASED]
 RUNS = PARAMS.run_ids  # sampled and evaluated: the experiments and the samplings
 PATHS = paths(PARAMS)
 REPORT_OUTPUTS = pipeline.report_outputs(PARAMS)
+CLAIM_RUNS = pipeline.stage_module("claims").claim_runs(PARAMS)  # the runs the claims read (none: no claims)
+CLAIM_OUTPUTS = pipeline.stage_module("claims").outputs(PARAMS)
 
 
 def one_of(ids):

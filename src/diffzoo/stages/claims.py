@@ -1,0 +1,121 @@
+"""the papers' claims judged by their 95% intervals (results/claims.md)
+
+`diffzoo claims --params P`: for every claim of the params' `claims:` section (report/catalogue.py),
+the runs' FIDs over their seeds with intervals (report/stats.py), the MoE routing counts of the
+routing claims and the cost curves of the cost claims (probes.py), then results/claims.md,
+results/claims.json and results/claims/<claim>.png (report/claims.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from ..errors import DiffzooError
+from ..params import load_params, paths
+
+# (the backbones' and the samplers' code is tracked through the weights the claims read: a change to it
+# retrains them, and new weights rerun the claims)
+CODE = ["report/claims.py", "report/stats.py", "report/catalogue.py", "probes.py", "flops.py", "stages/claims.py"]
+GPUS = "gpus"  # params.resources key (the routing probe samples; a CPU does it in seconds at this scale)
+ROUTING_PER_CLASS = 20       # samples per class whose expert choices are counted, per seed
+COST_SIDES = (16, 32, 64, 128)  # latent sides of the cost curves; the time exponent is fitted from 32 up
+COST_MIN_SIDE = 32           # (below it a CPU forward of these small models is mostly fixed overhead)
+COST_REPEATS = 7
+
+
+def params_slice(params, run_id=None) -> dict:
+    return {"claims": params.claims}
+
+
+def claim_runs(params) -> list[str]:
+    """Every run a claim reads (the metrics of each)."""
+    return sorted({r for names in params.claims.values() for name in names for r in params.replicates(name)})
+
+
+def routing_models(params) -> list[str]:
+    """The model files the routing claims sample from."""
+    from ..report.catalogue import CLAIMS
+
+    return [str(paths(params, params.run(r).trained_by)["model"])
+            for claim_id, names in params.claims.items() if CLAIMS[claim_id]["kind"] == "routing"
+            for name in names for r in params.replicates(name)]
+
+
+def outputs(params) -> list[str]:
+    from ..report.claims import outputs as claim_outputs
+
+    return claim_outputs(params.claims) if params.claims else []
+
+
+def _read(params):
+    def read(kind: str, run_id: str) -> dict:
+        path = paths(params, run_id)["metrics" if kind == "metrics" else "train_metrics"]
+        if not path.is_file():
+            stage = "evaluate" if kind == "metrics" else "train"
+            raise DiffzooError(f"{path} does not exist: run the {stage} stage of {run_id!r} first")
+        return json.loads(path.read_text())
+    return read
+
+
+def measure(params) -> dict:
+    """The probes the routing and cost claims need: {"routing": {claim: [per seed]}, "cost": {claim:
+    {config: curve}}, "cost_min_side"}."""
+    from ..checkpoints import load_model
+    from ..diffusion.objective import build_objective
+    from ..probes import cost_curve, routing_counts
+    from ..report.catalogue import CLAIMS
+
+    out = {"routing": {}, "cost": {}, "cost_min_side": COST_MIN_SIDE}
+    for claim_id, names in params.claims.items():
+        kind = CLAIMS[claim_id]["kind"]
+        if kind == "routing":
+            per_seed = []
+            for k, run_id in enumerate(params.replicates(names[0])):
+                where = paths(params, params.run(run_id).trained_by)
+                config = json.loads(where["model_config"].read_text())
+                model = load_model(where["model"])
+                objective = build_objective(config["objective"], model.learn_sigma, "ddim25", "ddim",
+                                            clip_denoised=False, **config.get("objective_args", {}))
+                per_seed.append({"run": run_id, **routing_counts(model, objective, len(config["latents"]["classes"]),
+                                                                 ROUTING_PER_CLASS, seed=k)})
+                print(f"{claim_id}: routing of {run_id} counted", flush=True)
+            out["routing"][claim_id] = per_seed
+        elif kind == "cost":
+            curves = {}
+            for name in names:
+                run = params.run(params.replicates(name)[0])
+                channels, _ = params.latent_shape(run.id)
+                curves[name] = cost_curve(run.model, run.model_args, list(COST_SIDES), channels, 10, COST_REPEATS)
+                print(f"{claim_id}: cost curve of {name} measured", flush=True)
+            out["cost"][claim_id] = curves
+    return out
+
+
+def claims(params, out: Path = Path("results")) -> list[Path]:
+    from ..report.claims import judge_all, write
+
+    if not params.claims:  # (DVC runs every stage: a note, and the outputs it declares)
+        from ..report.claims import write_none
+        return write_none(out)
+    start = time.perf_counter()
+    read = _read(params)
+    for run_id in claim_runs(params):  # every input first: one line naming the first missing one
+        read("metrics", run_id)
+        read("train", params.run(run_id).trained_by)
+    probes = measure(params)
+    results = judge_all(params, read, probes)
+    written = write(results, out, probes, seconds=time.perf_counter() - start)
+    for claim_id, r in results.items():
+        print(f"{claim_id}: {r['verdict']} -- {r['ours']}")
+    return written
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+
+
+def run(args) -> int:
+    claims(load_params(args.params))
+    return 0
