@@ -146,7 +146,8 @@ def judge_cost(claim: dict, configs: list[dict], curves: dict, min_side: int) ->
     half = stats._t(times[0]["n"] + times[1]["n"] - 4) * se
     names = [c["name"] for c in configs]
     return {"statistic": "exponent of CPU forward time in the pixels (attention - attention-free)",
-            "flops_exponents": dict(zip(names, flops)), "time_exponents": dict(zip(names, times)),
+            "flops_exponents": dict(zip(names, flops, strict=True)),
+            "time_exponents": dict(zip(names, times, strict=True)),
             "diff": diff, "lo": diff - half, "hi": diff + half,
             "verdict": stats.verdict(diff - half, diff + half),
             "ours": f"Gflops exponent {names[0]} {flops[0]:.2f}, {names[1]} {flops[1]:.2f}; measured time exponent "
@@ -195,7 +196,8 @@ def markdown(results: dict, seconds: float | None = None) -> str:
             i = c["interval"]
             se = "-" if c["fid_se"] is None else " / ".join(f"{s:.2f}" for s in c["fid_se"])
             lines.append(f"| {claim_id} | {c['name']} | {len(c['runs'])} | {c['gflops']:.4f} | "
-                         f"{' / '.join(f'{f:.2f}' for f in c['fid'])} | {se} | {_fmt_interval(i['mean'], i['lo'], i['hi'])} |")
+                         f"{' / '.join(f'{f:.2f}' for f in c['fid'])} | {se} | "
+                         f"{_fmt_interval(i['mean'], i['lo'], i['hi'])} |")
     for claim_id, r in results.items():
         if r["kind"] == "ranking":
             lines += ["", f"## {claim_id}: every pair (FID worse - better, 95%)", "",

@@ -64,7 +64,8 @@ def published_rows(table: str) -> list[dict]:
     raise KeyError(f"unknown table {table!r}; known: {', '.join(TABLES)}")
 
 
-OURS_ONLY = ("default", "digits_scaling", "mamba_family", "fashion", "claims")  # tables of our rows alone (no published rows)
+# tables of our rows alone (no published rows)
+OURS_ONLY = ("default", "digits_scaling", "mamba_family", "fashion", "claims")
 
 
 def metric_columns(metrics: dict) -> dict:
