@@ -177,8 +177,10 @@ def test_claims_through_snakemake_on_a_tiny_configuration(tmp_path):
     raw["claims"] = {"dit-patch": ["p4", "p2"], "dit-guidance": ["p2", "p2-cfg"], "moe-routing": ["moe"],
                      "diffussm-cost": ["ssm", "p2"], "mamba-ranking": ["p2", "ssm", "moe"]}
     write_params(project, raw)
-    sh(project, "snakemake", "--cores", "2")
+    out = sh(project, "snakemake", "--cores", "2")
     results = json.loads((project / "results/claims.json").read_text())
+    for claim_id, r in results.items():  # the run ends by printing each claim's verdict
+        assert f"  {claim_id}: {r['verdict']} -- " in out
     md = (project / "results/claims.md").read_text()
     assert list(results) == list(raw["claims"])
     for claim_id, r in results.items():

@@ -107,8 +107,16 @@ def print_tables(params, out: Path = Path("results"), stream=None) -> None:
         md = out / "tables" / f"{table}.md"
         if md.is_file():  # (the columns with one value in every row left out: the files have them)
             print(compact_markdown(md.read_text()).rstrip() + "\n", file=stream)
+    claims = out / "claims.json"
+    if params.claims and claims.is_file():  # one line per claim: its verdict, then what decided it
+        results = json.loads(claims.read_text())
+        print("claims (results/claims.md; 95% intervals):", file=stream)
+        for claim_id, r in results.items():
+            print(f"  {claim_id}: {r['verdict']} -- {r['ours']}", file=stream)
+        print(file=stream)
     runs = params.run_ids
-    times = stage_times(names={"check", "dataset", "images", "latents", "reference", "report"} | {
+    once = {"check", "dataset", "images", "autoencoder", "latents", "reference", "report", "claims"}
+    times = stage_times(names=once | {
         f"{command}-{run_id}" for command in ("train", "import-checkpoint", "sample", "evaluate") for run_id in runs})
     if times is not None:
         print("time per stage (the last run of each, with the attempts it resumed; logs/benchmarks/*.tsv):\n"
