@@ -235,3 +235,16 @@ def test_a_broken_reference_feature_cache_is_recomputed_not_used(tmp_path, data,
     np.save(cached, first[:10])  # a readable file of another reference's size
     np.testing.assert_array_equal(reference_features(ref, ext, cache_dir=cache), first)
     np.testing.assert_array_equal(np.load(cached), first)
+
+
+def test_evaluate_cli_bootstraps_each_metric_over_the_samples(tmp_path, data, trained, reference, capsys):
+    images, labels = data[1][::3], data[2][::3]
+    np.savez(tmp_path / "samples.npz", arr_0=images, labels=labels)
+    m = _evaluate(tmp_path, tmp_path / "samples.npz", reference[0], trained, "--bootstrap", "60")
+    assert "Bootstrap over the samples (60 resamples" in capsys.readouterr().out
+    b = m["bootstrap"]
+    assert b["replicates"] == 60 and set(b["metrics"]) == {"fid", "precision", "recall", "inception_score",
+                                                             "class_accuracy"}
+    p, n = m["class_accuracy"], len(images)  # a proportion's standard error, sqrt(p (1 - p) / n)
+    assert b["metrics"]["class_accuracy"]["se"] == pytest.approx(np.sqrt(p * (1 - p) / n), rel=0.4)
+    assert b["metrics"]["precision"]["lo"] <= m["precision"] <= b["metrics"]["precision"]["hi"]

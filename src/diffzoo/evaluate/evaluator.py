@@ -127,6 +127,10 @@ def format_metrics(m: dict) -> str:
                      f"it, where the two sets match)")
     if m.get("class_accuracy") is not None:
         lines.append(f"Class accuracy: {m['class_accuracy']:.4f}")
+    if m.get("bootstrap"):
+        b = m["bootstrap"]
+        lines.append(f"Bootstrap over the samples ({b['replicates']} resamples; se, 95% interval): " + "; ".join(
+            f"{name} {v['se']:.4g} [{v['lo']:.4g}, {v['hi']:.4g}]" for name, v in b["metrics"].items()))
     lines.append(f"Feature extractor: {fe['name']} (weights sha256 {fe['weights_sha256'][:12]})")
     if fe["name"] == "inception" and not fe.get("weights_verified", True):
         lines.append("WARNING: the Inception weights' sha256 does not start with 6726825d (torch-fidelity's "

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from ..errors import DiffzooError
 from ..params import load_params, paths
+from ..report import claims as report  # (numpy and matplotlib only: planning imports this module)
+from ..report.catalogue import CLAIMS
 
 # (the backbones' and the samplers' code is tracked through the weights the claims read: a change to it
 # retrains them, and new weights rerun the claims)
@@ -36,17 +38,13 @@ def claim_runs(params) -> list[str]:
 
 def routing_models(params) -> list[str]:
     """The model files the routing claims sample from."""
-    from ..report.catalogue import CLAIMS
-
     return [str(paths(params, params.run(r).trained_by)["model"])
             for claim_id, names in params.claims.items() if CLAIMS[claim_id]["kind"] == "routing"
             for name in names for r in params.replicates(name)]
 
 
 def outputs(params) -> list[str]:
-    from ..report.claims import outputs as claim_outputs
-
-    return claim_outputs(params.claims) if params.claims else []
+    return report.outputs(params.claims) if params.claims else []
 
 
 def _read(params):
@@ -65,7 +63,6 @@ def measure(params) -> dict:
     from ..checkpoints import load_model
     from ..diffusion.objective import build_objective
     from ..probes import cost_curve, routing_counts
-    from ..report.catalogue import CLAIMS
 
     out = {"routing": {}, "cost": {}, "cost_min_side": COST_MIN_SIDE}
     for claim_id, names in params.claims.items():
@@ -94,19 +91,16 @@ def measure(params) -> dict:
 
 
 def claims(params, out: Path = Path("results")) -> list[Path]:
-    from ..report.claims import judge_all, write
-
     if not params.claims:  # (DVC runs every stage: a note, and the outputs it declares)
-        from ..report.claims import write_none
-        return write_none(out)
+        return report.write_none(out)
     start = time.perf_counter()
     read = _read(params)
     for run_id in claim_runs(params):  # every input first: one line naming the first missing one
         read("metrics", run_id)
         read("train", params.run(run_id).trained_by)
     probes = measure(params)
-    results = judge_all(params, read, probes)
-    written = write(results, out, probes, seconds=time.perf_counter() - start)
+    results = report.judge_all(params, read, probes)
+    written = report.write(results, out, probes, seconds=time.perf_counter() - start)
     for claim_id, r in results.items():
         print(f"{claim_id}: {r['verdict']} -- {r['ours']}")
     return written

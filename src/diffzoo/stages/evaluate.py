@@ -119,6 +119,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pr-block", type=int, default=10000, help="rows/cols per P/R distance block (ADM: 10000)")
     p.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (0 = skip KID)")
     p.add_argument("--kid-subset-size", type=int, default=1000)
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                   help="resample the samples N times for each metric's standard error and 95%% interval (0 = none)")
 
 
 def run(args) -> int:
@@ -146,7 +148,7 @@ def run(args) -> int:
     extractor = extractor_from_args(args, (ref.extractor or {}).get("name"))
     metrics = evaluate(samples, ref, extractor, batch_size=args.batch_size, is_split=args.is_split, k=args.k,
                        distance_dtype=args.distance_dtype, pr_block=args.pr_block, kid_subsets=args.kid_subsets,
-                       kid_subset_size=args.kid_subset_size, cache_dir=args.cache_dir)
+                       kid_subset_size=args.kid_subset_size, cache_dir=args.cache_dir, bootstrap=args.bootstrap)
     print(format_metrics(metrics))
     write_metrics(metrics, args.out)
     return 0
