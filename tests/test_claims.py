@@ -212,3 +212,21 @@ def test_claims_through_snakemake_on_a_tiny_configuration(tmp_path):
     assert 0.95 < cost["ssm"] < 1.1 < cost["p2"]
     ranking = results["mamba-ranking"]
     assert len(ranking["pairs"]) == 3 and sorted(ranking["order"]) == ["moe", "p2", "ssm"]
+
+
+def test_each_sample_seed_draws_its_own_samples():
+    """sample.seed once chose nothing on the CPU (seed * 2^32 + index: torch's CPU generator keeps the low
+    32 bits), so every seed drew seed 0's samples. Each seed now draws its own noise; seed 0 keeps the
+    index seeding of every result made before, and a sample's noise does not depend on its batch."""
+    import torch
+
+    from diffzoo.sampling import sample_generators
+
+    def noise(seed, indices):
+        return torch.stack([torch.randn(4, generator=g) for g in sample_generators(seed, indices)])
+    draws = {seed: noise(seed, range(8)) for seed in (0, 1, 2, 11)}
+    for a in draws:
+        for b in draws:
+            assert a == b or not torch.allclose(draws[a], draws[b])
+    assert torch.equal(draws[0][3], torch.randn(4, generator=torch.Generator().manual_seed(3)))
+    assert torch.equal(noise(2, [5, 6])[0], draws[2][5])
