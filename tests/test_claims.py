@@ -79,6 +79,47 @@ def test_normalised_mi_on_tables_with_known_answers():
     assert stats.normalised_mi(half) == pytest.approx(0.5)
 
 
+def test_routing_statistics_on_counts_whose_answer_is_known():
+    """Expert = sampling step in the later layers, and in the first layer two bits from the position and
+    one from the step (the class never matters): NMIs 1, then 2/3 for the position and 1/3 for the step
+    in the first layer; the position's NMI falls from 2/3 to 0."""
+    from diffzoo.report.claims import routing_statistics
+
+    layers, classes, steps, positions, experts = 3, 10, 8, 4, 8
+    counts = np.zeros((layers, classes, steps, positions, experts), np.int64)
+    for s in range(steps):
+        counts[1:, :, s, :, s] = 5
+        for p in range(positions):
+            counts[0, :, s, p, 2 * p + s % 2] = 5
+    seed = routing_statistics([{"counts": counts}])["seeds"][0]
+    assert seed["class_mi"] == pytest.approx([0, 0, 0], abs=1e-12)
+    assert seed["step_mi"][1:] == pytest.approx([1, 1])
+    assert seed["position_mi"] == pytest.approx([2 / 3, 0, 0], abs=1e-12)
+    assert seed["step_mi"][0] == pytest.approx(1 / 3)
+    assert seed["position_drop"] == pytest.approx(2 / 3)
+    assert seed["step_over_class"] == pytest.approx((1 / 3 + 1 + 1) / 3)
+
+
+def test_routing_counts_count_every_token_choice_once_per_step():
+    import torch
+
+    from diffzoo.diffusion.objective import build_objective
+    from diffzoo.models import create_model
+    from diffzoo.probes import routing_counts
+
+    torch.manual_seed(0)
+    model = create_model("DiT-MoE-S/2-8E2A", input_size=8, in_channels=1, num_classes=10, hidden_size=32, depth=2,
+                         num_heads=2)
+    objective = build_objective("ddpm", model.learn_sigma, "ddim5", "ddim", clip_denoised=False, prediction="v")
+    out = routing_counts(model, objective, num_classes=10, per_class=3)
+    counts = out["counts"]
+    assert counts.shape == (2, 10, 5, 16, 8) and len(out["timesteps"]) == 5
+    # per layer: 10 classes x 3 images x 5 steps x 16 tokens x top-2
+    assert (counts.sum(axis=(1, 2, 3, 4)) == 10 * 3 * 5 * 16 * 2).all()
+    assert (counts.sum(axis=(0, 2, 3, 4)) == 2 * 3 * 5 * 16 * 2).all()   # every class equally
+    assert out["timesteps"] == sorted(out["timesteps"], reverse=True)     # noisy to clean
+
+
 # ---- the bootstrap over samples ------------------------------------------------------------------
 def test_weighted_stats_equal_the_statistics_of_the_repeated_rows():
     rng = np.random.default_rng(3)
@@ -205,8 +246,8 @@ def test_claims_through_snakemake_on_a_tiny_configuration(tmp_path):
     # routing: every token's top-2 choice counted once per sampling step, in each of the 2 MoE layers
     counts = np.asarray(results["moe-routing"]["seeds"][0]["class_mi"])
     assert counts.shape == (2,)
-    probes = results["moe-routing"]
-    assert 0 <= probes["class_drop"]["mean"] + 1 <= 2
+    routing = results["moe-routing"]
+    assert -1 <= routing["step_over_class"]["lo"] <= routing["step_over_class"]["hi"] <= 1
     # cost: DiffuSSM's flops grow about linearly in the pixels, DiT-S/2's attention faster
     cost = results["diffussm-cost"]["flops_exponents"]
     assert 0.95 < cost["ssm"] < 1.1 < cost["p2"]

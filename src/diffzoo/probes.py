@@ -1,9 +1,9 @@
 """Measurements of backbones beyond their samples, for the claims report (`diffzoo claims`):
 
 - `routing_counts`: a trained MoE model samples images of every class with its own sampler, and every
-  MoE layer's top-k expert choices are counted per class, per sampling step and per expert (forward
-  hooks on the routers; the timestep is the one the backbone is called with). DiT-MoE's heat maps of
-  expert choice against class and against timestep are drawn from these counts.
+  MoE layer's top-k expert choices are counted per class, sampling step, token position and expert
+  (forward hooks on the routers; the timestep is the one the backbone is called with). DiT-MoE's heat
+  maps of expert choice against class, timestep and position are drawn from these counts.
 - `cost_curve`: forward Gflops (the counter of flops.py) and measured CPU forward time of a backbone
   as the latent side grows, at batch 1, for the attention-free against attention claim.
 """
@@ -19,15 +19,15 @@ from .flops import model_cost
 
 def routing_counts(model, objective, num_classes: int, per_class: int, seed: int = 0,
                    batch_size: int = 100) -> dict:
-    """{"counts": (layers, classes, steps, experts) int array, "timesteps": the model's t per step,
-    "top_k"}: expert choices of every token of `per_class` samples of each class."""
+    """{"counts": (layers, classes, steps, positions, experts) int array, "timesteps": the model's t per
+    step, "top_k"}: expert choices of every token of `per_class` samples of each class."""
     layers = model.moe_layers()
     if not layers:
         raise ValueError(f"{type(model).__name__} has no MoE layers to count")
     experts, top_k = layers[0].num_experts, layers[0].top_k
     seen: dict[float, int] = {}                      # the model's timestep -> step index, in call order
     now: dict = {}
-    counts: dict[tuple[int, int], np.ndarray] = {}   # (layer, step) -> (classes, experts)
+    counts: dict[tuple[int, int], np.ndarray] = {}   # (layer, step) -> (classes, positions, experts)
 
     def before(_module, args, kwargs):
         t = kwargs.get("t", args[1] if len(args) > 1 else None)
@@ -38,11 +38,12 @@ def routing_counts(model, objective, num_classes: int, per_class: int, seed: int
 
     def counter(layer: int):
         def hook(_module, _inputs, probs):
-            idx = probs.topk(top_k, dim=-1).indices.reshape(len(now["y"]), -1).cpu().numpy()  # (N, T*k)
-            table = counts.setdefault((layer, now["step"]), np.zeros((num_classes, experts), np.int64))
-            for label in np.unique(now["y"]):
-                rows = idx[now["y"] == label].reshape(-1)
-                table[label] += np.bincount(rows, minlength=experts)
+            n = len(now["y"])
+            idx = probs.topk(top_k, dim=-1).indices.reshape(n, -1, top_k).cpu().numpy()  # (N, T, k)
+            tokens = idx.shape[1]
+            table = counts.setdefault((layer, now["step"]), np.zeros((num_classes, tokens, experts), np.int64))
+            np.add.at(table, (np.broadcast_to(now["y"][:, None, None], idx.shape),
+                              np.broadcast_to(np.arange(tokens)[None, :, None], idx.shape), idx), 1)
         return hook
 
     handles = [model.register_forward_pre_hook(before, with_kwargs=True)]
@@ -59,8 +60,8 @@ def routing_counts(model, objective, num_classes: int, per_class: int, seed: int
     finally:
         for h in handles:
             h.remove()
-    steps = len(seen)
-    out = np.zeros((len(layers), num_classes, steps, experts), np.int64)
+    steps, tokens = len(seen), next(iter(counts.values())).shape[1]
+    out = np.zeros((len(layers), num_classes, steps, tokens, experts), np.int64)
     for (layer, step), table in counts.items():
         out[layer, :, step] = table
     return {"counts": out, "timesteps": sorted(seen, key=seen.get), "top_k": top_k}

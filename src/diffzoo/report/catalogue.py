@@ -8,9 +8,9 @@ with `seeds:` stands for all its seeds, `<id>-seed<s>`):
 - trend:   FID falls as `x` rises (x: gflops, depth or width); two or more configs. Statistic: the
            slope of log FID on log x over every seed of every config (least squares, t interval).
 - better:  [baseline, claimed better]: FID(baseline) - FID(better) > 0 (Welch interval of the means).
-- routing: [a MoE config]: experts specialise -- the class decides expert choice more in the first
-           MoE layer than in the last, and the timestep more in the last than in the first
-           (normalised mutual information, per seed; t interval over seeds).
+- routing: [a MoE config]: DiT-MoE's expert specialisation -- the timestep decides expert choice more
+           than the class does (mean over layers), and the token's position decides it less in the
+           last MoE layer than in the first (normalised mutual information, per seed; t interval).
 - cost:    [attention-free, attention]: forward Gflops against tokens as the resolution grows: the
            first's exponent below the second's; with measured step times.
 - ranking: two or more configs at matched Gflops: every pair's FID difference with its interval.
@@ -49,9 +49,11 @@ CLAIMS: dict[str, dict] = {
     },
     "moe-routing": {
         "paper": "DiT-MoE", "kind": "routing",
-        "claim": "Experts specialise: expert choice depends on the class in early layers and on the timestep "
-                 "in later ones.",
-        "evidence": "Sec. 4.4 heat maps of expert choice against class and against timestep per layer",
+        "claim": "Experts specialise by denoising timestep and position, hardly by class; deeper MoE layers "
+                 "are less position-specific.",
+        "evidence": "abstract and its expert-routing heat maps: 'expert selection shows preference with spatial "
+                    "position and denoising time step, while insensitive with different class-conditional "
+                    "information'; deeper, selection 'shifts from specific spatial position to dispersion'",
     },
     "dis-depth": {
         "paper": "DiS", "kind": "trend", "x": "depth",

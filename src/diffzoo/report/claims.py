@@ -95,33 +95,38 @@ def judge_ranking(claim: dict, configs: list[dict]) -> dict:
             "ours": f"by mean FID: {ranking}; {resolved} of {len(pairs)} pairwise differences exclude 0"}
 
 
+ROUTING_BY = {"class_mi": (0, (1, 2)), "step_mi": (1, (0, 2)), "position_mi": (2, (0, 1))}  # kept axis, summed
+
+
 def routing_statistics(per_seed: list[dict]) -> dict:
-    """From each seed's routing counts: normalised MI of expert choice with class and with timestep per
-    layer, and the claim's two differences (class: first - last layer; timestep: last - first)."""
+    """From each seed's routing counts (layers, classes, steps, positions, experts): the normalised MI of
+    expert choice with class, timestep and position per layer, and the claim's two statistics: the
+    timestep's NMI minus the class's (mean over layers), the position's NMI in the first layer minus
+    the last."""
     rows = []
     for r in per_seed:
-        counts = np.asarray(r["counts"])            # (layers, classes, steps, experts)
-        by_class = [stats.normalised_mi(counts[layer].sum(1)) for layer in range(len(counts))]
-        by_step = [stats.normalised_mi(counts[layer].sum(0)) for layer in range(len(counts))]
-        rows.append({"class_mi": by_class, "step_mi": by_step, "class_drop": by_class[0] - by_class[-1],
-                     "step_rise": by_step[-1] - by_step[0]})
+        counts = np.asarray(r["counts"])
+        mi = {key: [stats.normalised_mi(layer.sum(axis=summed)) for layer in counts]
+              for key, (_, summed) in ROUTING_BY.items()}
+        rows.append({**mi, "step_over_class": float(np.mean(np.subtract(mi["step_mi"], mi["class_mi"]))),
+                     "position_drop": mi["position_mi"][0] - mi["position_mi"][-1]})
     return {"seeds": rows}
 
 
 def judge_routing(claim: dict, configs: list[dict], routing: list[dict]) -> dict:
     seeds = routing_statistics(routing)["seeds"]
-    drop = stats.mean_interval([s["class_drop"] for s in seeds])
-    rise = stats.mean_interval([s["step_rise"] for s in seeds])
-    verdict = stats.combine([stats.verdict(drop["lo"], drop["hi"]), stats.verdict(rise["lo"], rise["hi"])])
+    over = stats.mean_interval([s["step_over_class"] for s in seeds])
+    drop = stats.mean_interval([s["position_drop"] for s in seeds])
+    verdict = stats.combine([stats.verdict(over["lo"], over["hi"]), stats.verdict(drop["lo"], drop["hi"])])
 
     def layers(key):
         return " / ".join(f"{np.mean([s[key][i] for s in seeds]):.3f}" for i in range(len(seeds[0][key])))
-    return {"statistic": "normalised MI of expert choice with class (first - last layer) and with timestep "
-                         "(last - first layer)", "class_drop": drop, "step_rise": rise, "seeds": seeds,
+    return {"statistic": "normalised MI of expert choice: timestep - class (mean over layers); position, first - "
+                         "last layer", "step_over_class": over, "position_drop": drop, "seeds": seeds,
             "verdict": verdict,
-            "ours": f"class: first - last layer {_fmt_interval(drop['mean'], drop['lo'], drop['hi'], 4)}; "
-                    f"timestep: last - first {_fmt_interval(rise['mean'], rise['lo'], rise['hi'], 4)} "
-                    f"(NMI by layer, class {layers('class_mi')}; timestep {layers('step_mi')})"}
+            "ours": f"NMI timestep - class {_fmt_interval(over['mean'], over['lo'], over['hi'], 4)}; position, first "
+                    f"- last layer {_fmt_interval(drop['mean'], drop['lo'], drop['hi'], 4)} (NMI by layer: class "
+                    f"{layers('class_mi')}; timestep {layers('step_mi')}; position {layers('position_mi')})"}
 
 
 def _exponent(curve: list[dict], key: str, min_side: int) -> dict:
@@ -294,31 +299,35 @@ def plot_claim(claim_id: str, r: dict, probes: dict, path: Path) -> Path:
 
 
 def _routing_figure(plt, claim_id: str, r: dict, per_seed: list[dict]):
-    counts = np.sum([np.asarray(s["counts"]) for s in per_seed], axis=0)   # (layers, classes, steps, experts)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
-    first = counts[0].sum(1).astype(float)
-    last = counts[-1].sum(0).astype(float)
-    for ax, table, title, ylabel in ((axes[0], first, "first MoE layer: expert share by class", "class"),
-                                     (axes[1], last, "last MoE layer: expert share by sampling step",
-                                      "sampling step (noisy -> clean)")):
-        share = table / table.sum(1, keepdims=True)
-        im = ax.imshow(share / share.mean(0, keepdims=True), aspect="auto", cmap="coolwarm", vmin=0.5, vmax=1.5)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("expert")
-        ax.set_ylabel(ylabel)
-        fig.colorbar(im, ax=ax, fraction=0.046, label="share / expert's mean share")
+    """Heat maps of expert share (relative to the expert's mean share) against class, sampling step and
+    token position in the first and the last MoE layer (all seeds' counts), and the NMI per layer."""
+    counts = np.sum([np.asarray(s["counts"]) for s in per_seed], axis=0)  # (layers, classes, steps, positions, E)
+    fig = plt.figure(figsize=(16, 7.5))
+    grid = fig.add_gridspec(2, 4, width_ratios=[1, 1, 1, 1.2])
+    labels = {"class_mi": "class", "step_mi": "sampling step (noisy -> clean)", "position_mi": "token position"}
+    for row, (layer, name) in enumerate(((0, "first"), (len(counts) - 1, "last"))):
+        for col, (key, (_, summed)) in enumerate(ROUTING_BY.items()):
+            ax = fig.add_subplot(grid[row, col])
+            table = counts[layer].sum(axis=summed).astype(float)
+            share = table / table.sum(1, keepdims=True)
+            im = ax.imshow(share / share.mean(0, keepdims=True), aspect="auto", cmap="coolwarm", vmin=0.5, vmax=1.5)
+            ax.set_title(f"{name} MoE layer, by {labels[key].split(' (')[0]}", fontsize=9)
+            ax.set_xlabel("expert")
+            ax.set_ylabel(labels[key], fontsize=8)
+    fig.colorbar(im, ax=fig.axes, fraction=0.02, label="expert's share / its mean share", location="left")
+    ax = fig.add_subplot(grid[:, 3])
     seeds = r["seeds"]
     layers = np.arange(1, len(seeds[0]["class_mi"]) + 1)
-    for key, label, color in (("class_mi", "class", "C0"), ("step_mi", "timestep", "C1")):
+    for k, key in enumerate(ROUTING_BY):
         values = np.array([s[key] for s in seeds])
-        axes[2].plot(layers, values.mean(0), "o-", color=color, label=f"NMI(expert; {label})")
+        ax.plot(layers, values.mean(0), "o-", color=f"C{k}", label=f"NMI(expert; {labels[key].split(' (')[0]})")
         for v in values:
-            axes[2].plot(layers, v, color=color, alpha=0.3, lw=0.8)
-    axes[2].set_xlabel("MoE layer")
-    axes[2].set_ylabel("I(expert; v) / H(expert)")
-    axes[2].set_xticks(layers)
-    axes[2].legend(fontsize=8)
-    axes[2].set_title(f"{claim_id}: {r['verdict']} (thin: each seed)", fontsize=9)
+            ax.plot(layers, v, color=f"C{k}", alpha=0.3, lw=0.8)
+    ax.set_xlabel("MoE layer")
+    ax.set_ylabel("I(expert; v) / H(expert)")
+    ax.set_xticks(layers)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{claim_id}: {r['verdict']} (thin: each seed)", fontsize=9)
     return fig
 
 
