@@ -100,10 +100,13 @@ def jobs(output: str) -> set[tuple[str, str | None]]:
     return found - {("check", None)}  # DVC's params check reruns on any params change (it is cheap)
 
 
-def chain(exp: str) -> set:
-    """The jobs downstream of an experiment's training: its own, its samplings', the report."""
+def chain(exp: str, engine: str = "snakemake") -> set:
+    """The jobs downstream of an experiment's training: its own, its samplings', the report (and under
+    DVC the claims stage, which reads every run's metrics; Snakemake has that rule only where the
+    params name claims)."""
     runs = [exp] + [s for s, spec in SAMPLINGS.items() if spec["experiment"] == exp]
-    return {("train", exp), ("report", None)} | {(stage, r) for r in runs for stage in ("sample", "evaluate")}
+    return ({("train", exp), ("report", None)} | {(stage, r) for r in runs for stage in ("sample", "evaluate")}
+            | ({("claims", None)} if engine == "dvc" else set()))
 
 
 def read(project: Path, rel: str) -> str:
@@ -242,9 +245,10 @@ def test_dvc_end_to_end_and_caching(tmp_path):
 
     out = dvc("repro")
     assert {("dataset", None), ("images", None), ("latents", None), ("reference", None),
-            *chain("dit"), *chain("dis")} <= jobs(out)
+            *chain("dit", "dvc"), *chain("dis", "dvc")} <= jobs(out)
     assert (p / "results/tables/default.md").stat().st_size > 0
     assert ("sample", "dit-cfg2") in jobs(out) and ("train", "dit-cfg2") not in jobs(out)
+    assert "name no claims" in read(p, "results/claims.md")  # (DVC runs every stage: a note, no work)
 
     # 1. Nothing changed.
     assert "Data and pipelines are up to date" in dvc("status")
@@ -255,7 +259,7 @@ def test_dvc_end_to_end_and_caching(tmp_path):
     raw["experiments"]["dit"]["train"] = {"steps": 18}
     write_params(p, raw)
     ran = jobs(dvc("repro"))
-    assert ran == chain("dit")
+    assert ran == chain("dit", "dvc")
 
     # 3. Changing it back: the run-cache restores the outputs, no stage command runs.
     write_params(p, tiny_params())
@@ -280,7 +284,7 @@ def test_dvc_end_to_end_and_caching(tmp_path):
     raw["experiments"]["dit-b"] = dict(raw["experiments"]["dit"], train={"seed": 1})
     write_params(p, raw)
     ran = jobs(dvc("repro"))
-    assert {j for j in ran if j[0] != "code-digest"} == chain("dit-b")
+    assert {j for j in ran if j[0] != "code-digest"} == chain("dit-b", "dvc")
 
     # A DVC remote round trip: push every artifact, then lose the cache and every artifact as a fresh
     # clone would (it keeps only what git tracks: the .gitignore files DVC wrote), and pull.
