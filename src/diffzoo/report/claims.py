@@ -23,7 +23,8 @@ CLAIMS_MD, CLAIMS_JSON, PLOTS = "claims.md", "claims.json", Path("claims")
 
 def outputs(claims: dict) -> list[str]:
     """What the claims stage writes under results/."""
-    return [f"results/{CLAIMS_MD}", f"results/{CLAIMS_JSON}"] + [f"results/{PLOTS}/{c}.png" for c in claims]
+    return [f"results/{CLAIMS_MD}", f"results/{CLAIMS_JSON}", f"results/{PLOTS}/README.md"] + [
+        f"results/{PLOTS}/{c}.png" for c in claims]
 
 
 # ---- the runs' numbers ---------------------------------------------------------------------------
@@ -222,7 +223,17 @@ def write(results: dict, out: Path, probes: dict, seconds: float | None = None) 
         tmp.write_text(markdown(results, seconds))
     write_json(js, json.loads(json.dumps(results, default=_plain)), sort_keys=False)
     plots = [plot_claim(claim_id, r, probes, out / PLOTS / f"{claim_id}.png") for claim_id, r in results.items()]
-    return [md, js, *plots]
+    return [md, js, *plots, _plots_note(out, list(results))]
+
+
+def _plots_note(out: Path, claims: list[str]) -> Path:
+    """results/claims/README.md: what the folder holds (and a folder DVC does not find empty)."""
+    note = out / PLOTS / "README.md"
+    note.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(note) as tmp:
+        tmp.write_text("One plot per claim of ../claims.md: " + (", ".join(f"{c}.png" for c in claims) or "none "
+                       "(the params name no claims)") + ".\n")
+    return note
 
 
 def write_none(out: Path) -> list[Path]:
@@ -233,8 +244,7 @@ def write_none(out: Path) -> list[Path]:
                        "checks the four papers' and the Mamba family's: `snakemake --cores 2 --configfile "
                        "configs/claims.yaml`.\n")
     write_json(js, {})
-    (out / PLOTS).mkdir(parents=True, exist_ok=True)
-    return [md, js]
+    return [md, js, _plots_note(out, [])]
 
 
 def _plain(o):
