@@ -21,6 +21,9 @@ KINDS = ("trend", "better", "routing", "cost", "ranking")
 ARITY = {"trend": (2, None), "better": (2, 2), "routing": (1, 1), "cost": (2, 2), "ranking": (2, None)}
 TREND_X = ("gflops", "depth", "width")
 
+DIS_SCALING = ("abstract: 'DiS models with higher Gflops, achieved through augmentation of depth/width or "
+               "augmentation of input tokens, consistently demonstrate lower FID' (DiS-S/B/M/L/H)")
+
 CLAIMS: dict[str, dict] = {
     "dit-patch": {
         "paper": "DiT", "kind": "trend", "x": "gflops",
@@ -60,14 +63,12 @@ CLAIMS: dict[str, dict] = {
     "dis-depth": {
         "paper": "DiS", "kind": "trend", "x": "depth",
         "claim": "FID falls as DiS gets deeper (same width).",
-        "evidence": "abstract: 'DiS models with higher Gflops, achieved through augmentation of depth/width or "
-                    "augmentation of input tokens, consistently demonstrate lower FID' (DiS-S/B/M/L/H)",
+        "evidence": DIS_SCALING,
     },
     "dis-width": {
         "paper": "DiS", "kind": "trend", "x": "width",
         "claim": "FID falls as DiS gets wider (same depth).",
-        "evidence": "abstract: 'DiS models with higher Gflops, achieved through augmentation of depth/width or "
-                    "augmentation of input tokens, consistently demonstrate lower FID' (DiS-S/B/M/L/H)",
+        "evidence": DIS_SCALING,
     },
     "dis-skips": {
         "paper": "DiS", "kind": "better",
