@@ -36,6 +36,16 @@ def test_mean_interval_is_students_t():
     assert tight["hi"] - 2.0 == pytest.approx(4.302653 * 0.5 / math.sqrt(3), rel=1e-6)
 
 
+def test_one_number_without_a_bootstrap_decides_nothing():
+    """A config run once, with no bootstrap, has no spread to measure: its interval is unbounded and
+    no claim on it is reproduced or refuted (it once got a zero-width interval)."""
+    i = stats.mean_interval([12.0])
+    assert i["lo"] == -math.inf and i["hi"] == math.inf
+    d = stats.difference_interval([12.0], [20.0])
+    assert stats.verdict(d["lo"], d["hi"]) == stats.INCONCLUSIVE
+    assert stats.mean_interval([12.0], sampling_se=[1.0])["hi"] == pytest.approx(12.0 + 1.959964, rel=1e-6)
+
+
 def test_mean_interval_covers_a_normal_mean_95_percent_of_the_time():
     rng = np.random.default_rng(0)
     hits = sum(lo <= 5.0 <= hi for lo, hi in (
@@ -191,6 +201,8 @@ def test_seeds_expand_to_one_run_per_seed_with_its_samplings():
     (lambda r: r.update(claims={"dit-patch": ["dit-s4", "dit-s3"]}), r"claims.dit-patch: 'dit-s3' is no experiment"),
     (lambda r: r.update(claims={"moe-routing": ["dit-moe-s2", "dit-s2"]}), r"claims.moe-routing: 2 runs; a routing "
                                                                           r"claim takes 1"),
+    (lambda r: r.update(claims={"moe-routing": ["dit-s2"]}), r"claims.moe-routing: 'dit-s2' is DiT-S/2, which has no "
+                                                             r"experts to route"),
 ])
 def test_bad_seeds_and_claims_are_named(edit, message):
     raw = copy.deepcopy(DEFAULT)

@@ -433,7 +433,7 @@ def validate(raw) -> Params:
     _check_across_sections(params)
     for run_id in params.run_ids:
         _check_run(params, run_id)
-    problem = check_claims(params.claims, params.replicates)
+    problem = check_claims(params.claims, params.replicates, lambda r: params.run(r).model)
     if problem:
         raise DiffzooError(f"params: {problem}")
     return params

@@ -96,10 +96,11 @@ CLAIMS: dict[str, dict] = {
 }
 
 
-def check_claims(claims: dict[str, list[str]], resolve) -> str | None:
+def check_claims(claims: dict[str, list[str]], resolve, model_of) -> str | None:
     """The first problem of a params file's `claims:` as a message (None when they are fine): an
-    unknown claim, a run name that `resolve(name)` does not find (it returns the runs or None), or the
-    wrong number of runs for the claim's kind."""
+    unknown claim, a run name that `resolve(name)` does not find (it returns the runs or None), the
+    wrong number of runs for the claim's kind, or a routing claim on a model without MoE layers
+    (`model_of(run)` names a run's model)."""
     for claim_id, names in claims.items():
         if claim_id not in CLAIMS:
             return f"claims.{claim_id}: unknown claim; allowed: {', '.join(CLAIMS)}"
@@ -109,9 +110,13 @@ def check_claims(claims: dict[str, list[str]], resolve) -> str | None:
             want = f"{low}" if low == high else f"at least {low}"
             return f"claims.{claim_id}: {len(names)} runs; a {kind} claim takes {want} ({KIND_LISTS[kind]})"
         for name in names:
-            if not resolve(name):
+            runs = resolve(name)
+            if not runs:
                 return (f"claims.{claim_id}: {name!r} is no experiment or sampling id (nor one with seeds: "
                         f"{name}-seed<s>)")
+            if kind == "routing" and "MoE" not in model_of(runs[0]):
+                return (f"claims.{claim_id}: {name!r} is {model_of(runs[0])}, which has no experts to route; "
+                        f"a routing claim takes a MoE model (DiT-MoE-*, MoE-Mamba-*)")
     return None
 
 

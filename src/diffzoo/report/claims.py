@@ -139,7 +139,7 @@ def _exponent(curve: list[dict], key: str, min_side: int) -> dict:
         xs += [math.log(row["side"] ** 2)] * len(values)
         ys += [math.log(v) for v in values]
     fit = stats.slope_interval(xs, ys)
-    fit["se"] = (fit["hi"] - fit["slope"]) / stats._t(fit["n"] - 2) if math.isfinite(fit["hi"]) else math.inf
+    fit["se"] = (fit["hi"] - fit["slope"]) / stats.t_quantile(fit["n"] - 2) if math.isfinite(fit["hi"]) else math.inf
     return fit
 
 
@@ -149,7 +149,7 @@ def judge_cost(claim: dict, configs: list[dict], curves: dict, min_side: int) ->
     times = [_exponent(c, "seconds", min_side) for c in (free, attn)]
     diff = times[1]["slope"] - times[0]["slope"]
     se = math.hypot(times[0]["se"], times[1]["se"])
-    half = stats._t(times[0]["n"] + times[1]["n"] - 4) * se
+    half = stats.t_quantile(times[0]["n"] + times[1]["n"] - 4) * se
     names = [c["name"] for c in configs]
     return {"statistic": "exponent of CPU forward time in the pixels (attention - attention-free)",
             "flops_exponents": dict(zip(names, flops, strict=True)),
@@ -273,7 +273,7 @@ def plot_claim(claim_id: str, r: dict, probes: dict, path: Path) -> Path:
             for c in configs:
                 ax.scatter([c[key]] * len(c["fid"]), c["fid"], s=14, color="0.6", zorder=2)
                 i = c["interval"]
-                ax.errorbar([c[key]], [i["mean"]], yerr=[[i["mean"] - i["lo"]], [i["hi"] - i["mean"]]], fmt="o",
+                ax.errorbar([c[key]], [i["mean"]], yerr=_halves(i), fmt="o",
                             color="C0", capsize=4, zorder=3)
                 ax.annotate(c["name"], (c[key], i["mean"]), textcoords="offset points", xytext=(6, 6), fontsize=8)
             xs = np.array(sorted(c[key] for c in configs), float)
@@ -291,7 +291,7 @@ def plot_claim(claim_id: str, r: dict, probes: dict, path: Path) -> Path:
                 y = order[c["name"]]
                 i = c["interval"]
                 ax.scatter(c["fid"], [y] * len(c["fid"]), s=14, color="0.6", zorder=2)
-                ax.errorbar([i["mean"]], [y], xerr=[[i["mean"] - i["lo"]], [i["hi"] - i["mean"]]], fmt="o",
+                ax.errorbar([i["mean"]], [y], xerr=_halves(i), fmt="o",
                             color="C0", capsize=4, zorder=3)
             ax.set_yticks(range(len(configs)), [n for n, _ in sorted(order.items(), key=lambda kv: kv[1])],
                           fontsize=8)
@@ -307,6 +307,13 @@ def plot_claim(claim_id: str, r: dict, probes: dict, path: Path) -> Path:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return path
+
+
+def _halves(i: dict) -> list[list[float]]:
+    """An interval as error-bar half widths; an unbounded one (a single seed without a bootstrap) draws
+    no bar, the report's table says inf."""
+    return [[i["mean"] - i["lo"] if math.isfinite(i["lo"]) else 0.0], [i["hi"] - i["mean"] if math.isfinite(i["hi"])
+                                                                       else 0.0]]
 
 
 def _routing_figure(plt, claim_id: str, r: dict, per_seed: list[dict]):

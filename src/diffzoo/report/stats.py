@@ -26,18 +26,20 @@ from scipy import stats
 LEVEL = 0.95
 
 
-def _t(df: float, level: float = LEVEL) -> float:
+def t_quantile(df: float, level: float = LEVEL) -> float:
     return float(stats.t.ppf(0.5 + level / 2, df)) if df > 0 and math.isfinite(df) else float(
         stats.norm.ppf(0.5 + level / 2))
 
 
 def config_variance(values, sampling_se=None) -> float:
     """Variance of one run's value: the seeds' sample variance, floored by the mean bootstrap variance
-    (module docstring); with one seed, the bootstrap variance alone (0 when there is none)."""
+    (module docstring); with one seed, the bootstrap variance alone, and infinite without one (one
+    number says nothing of its spread: the interval is unbounded and the verdict inconclusive)."""
     v = np.asarray(values, np.float64)
-    between = float(v.var(ddof=1)) if len(v) > 1 else 0.0
     within = float(np.mean(np.square(sampling_se))) if sampling_se is not None and len(sampling_se) else 0.0
-    return max(between, within)
+    if len(v) < 2:
+        return within if within > 0 else math.inf
+    return max(float(v.var(ddof=1)), within)
 
 
 def mean_interval(values, sampling_se=None, level: float = LEVEL) -> dict:
@@ -45,7 +47,7 @@ def mean_interval(values, sampling_se=None, level: float = LEVEL) -> dict:
     v = np.asarray(values, np.float64)
     n = len(v)
     se = math.sqrt(config_variance(v, sampling_se) / n)
-    half = _t(n - 1, level) * se
+    half = t_quantile(n - 1, level) * se
     return {"mean": float(v.mean()), "lo": float(v.mean() - half), "hi": float(v.mean() + half), "n": n, "se": se}
 
 
@@ -61,7 +63,7 @@ def difference_interval(a, b, a_se=None, b_se=None, level: float = LEVEL) -> dic
         df = math.inf if max(dfs) == 0 else max(dfs)
     else:
         df = (va + vb) ** 2 / (va ** 2 / dfs[0] + vb ** 2 / dfs[1])
-    half = _t(df, level) * se
+    half = t_quantile(df, level) * se
     d = float(a.mean() - b.mean())
     return {"diff": d, "lo": d - half, "hi": d + half, "df": float(df), "se": se}
 
@@ -71,7 +73,7 @@ def slope_interval(x, y, level: float = LEVEL) -> dict:
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     fit = stats.linregress(x, y)
     df = len(x) - 2
-    half = _t(df, level) * fit.stderr if df > 0 else math.inf
+    half = t_quantile(df, level) * fit.stderr if df > 0 else math.inf
     return {"slope": float(fit.slope), "lo": float(fit.slope - half), "hi": float(fit.slope + half),
             "r": float(fit.rvalue), "n": len(x)}
 

@@ -70,11 +70,14 @@ def measure(params) -> dict:
         if kind == "routing":
             per_seed = []
             for k, run_id in enumerate(params.replicates(names[0])):
-                where = paths(params, params.run(run_id).trained_by)
+                run = params.run(run_id)
+                where = paths(params, run.trained_by)
                 config = json.loads(where["model_config"].read_text())
                 model = load_model(where["model"])
-                objective = build_objective(config["objective"], model.learn_sigma, "ddim25", "ddim",
-                                            clip_denoised=False, **config.get("objective_args", {}))
+                # the run's own sampler (DDIM-25 in the preset; Euler steps for rectified flow)
+                objective = build_objective(config["objective"], model.learn_sigma, run.sample.sampling_steps,
+                                            run.sample.sampler, clip_denoised=config["latents"]["vae"] == "identity",
+                                            **config.get("objective_args", {}))
                 per_seed.append({"run": run_id, **routing_counts(model, objective, len(config["latents"]["classes"]),
                                                                  ROUTING_PER_CLASS, seed=k)})
                 print(f"{claim_id}: routing of {run_id} counted", flush=True)
