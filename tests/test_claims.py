@@ -283,3 +283,20 @@ def test_each_sample_seed_draws_its_own_samples():
             assert a == b or not torch.allclose(draws[a], draws[b])
     assert torch.equal(draws[0][3], torch.randn(4, generator=torch.Generator().manual_seed(3)))
     assert torch.equal(noise(2, [5, 6])[0], draws[2][5])
+
+
+def test_a_corrupt_metrics_file_is_named_not_used(tmp_path, monkeypatch):
+    """The claims stage reads every run's metrics first: a truncated file is one line naming it."""
+    from diffzoo.stages.claims import claims
+
+    raw = copy.deepcopy(DEFAULT)
+    raw["claims"] = {"dit-patch": ["dit-s4", "dit-s2"]}
+    params = validate(raw)
+    monkeypatch.chdir(tmp_path)
+    for run_id in ("dit-s2", "dit-s4"):
+        (tmp_path / "results/metrics").mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"results/metrics/{run_id}.json").write_text('{"fid": 1')
+    with pytest.raises(DiffzooError, match=r"the evaluate summary of 'dit-s2' results/metrics/dit-s2.json is "
+                                           r"unreadable"):
+        claims(params, tmp_path / "results")
+    assert not (tmp_path / "results/claims.md").exists()

@@ -8,10 +8,10 @@ results/claims.json and results/claims/<claim>.png (report/claims.py).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
+from ..data._util import read_json
 from ..errors import DiffzooError
 from ..params import load_params, paths
 from ..report import claims as report  # (numpy and matplotlib only: planning imports this module)
@@ -50,10 +50,10 @@ def outputs(params) -> list[str]:
 def _read(params):
     def read(kind: str, run_id: str) -> dict:
         path = paths(params, run_id)["metrics" if kind == "metrics" else "train_metrics"]
+        stage = "evaluate" if kind == "metrics" else "train"
         if not path.is_file():
-            stage = "evaluate" if kind == "metrics" else "train"
             raise DiffzooError(f"{path} does not exist: run the {stage} stage of {run_id!r} first")
-        return json.loads(path.read_text())
+        return read_json(path, f"the {stage} summary of {run_id!r}")  # (a corrupt file: one line, named)
     return read
 
 
@@ -72,7 +72,7 @@ def measure(params) -> dict:
             for k, run_id in enumerate(params.replicates(names[0])):
                 run = params.run(run_id)
                 where = paths(params, run.trained_by)
-                config = json.loads(where["model_config"].read_text())
+                config = read_json(where["model_config"], f"the model.json of {run.trained_by!r}")
                 model = load_model(where["model"])
                 # the run's own sampler (DDIM-25 in the preset; Euler steps for rectified flow)
                 objective = build_objective(config["objective"], model.learn_sigma, run.sample.sampling_steps,
