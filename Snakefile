@@ -37,5 +37,5 @@ rule all:
 onsuccess:
     # The results, where the run ends (the report job's own output went to logs/report.log).
     if Path(REPORT_OUTPUTS[0]).is_file():
-        from diffzoo.stages.report import print_tables
+        from diffzoo.commands.report import print_tables
         print_tables(PARAMS, stream=sys.stderr)

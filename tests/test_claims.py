@@ -287,7 +287,7 @@ def test_each_sample_seed_draws_its_own_samples():
 
 def test_a_corrupt_metrics_file_is_named_not_used(tmp_path, monkeypatch):
     """The claims stage reads every run's metrics first: a truncated file is one line naming it."""
-    from diffzoo.stages.claims import claims
+    from diffzoo.commands.claims import claims
 
     raw = copy.deepcopy(DEFAULT)
     raw["claims"] = {"dit-patch": ["dit-s4", "dit-s2"]}

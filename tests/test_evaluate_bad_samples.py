@@ -21,7 +21,7 @@ from diffzoo.evaluate.evaluator import evaluate
 from diffzoo.evaluate.features import load_extractor
 from diffzoo.evaluate.images import ArrayImages
 from diffzoo.evaluate.reference import CLASSIFIER, REAL, REFERENCE
-from diffzoo.stages.reference import build_reference
+from diffzoo.commands.reference import build_reference
 from diffzoo.params import paths, validate
 
 from conftest import ROOT

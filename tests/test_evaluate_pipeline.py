@@ -10,8 +10,8 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from diffzoo.cli import main
-from diffzoo.stages import reference_stats as reference_command
-from diffzoo.stages import train_classifier as classifier_command
+from diffzoo.commands import reference_stats as reference_command
+from diffzoo.commands import train_classifier as classifier_command
 from diffzoo.evaluate.classifier import ClassifierExtractor, train_classifier
 from diffzoo.evaluate.images import ArrayImages, NpzImages, open_images
 from diffzoo.evaluate.metrics import frechet_distance, precision_recall

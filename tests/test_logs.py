@@ -53,7 +53,7 @@ def test_every_stage_run_appends_its_time_record(prepared, tmp_path):
     failed run included, and the end-of-run summary lists the stages slowest first."""
     import pandas as pd
 
-    from diffzoo.stages.report import stage_times
+    from diffzoo.commands.report import stage_times
 
     root = clone(prepared, tmp_path / "p")
     env = dict(os.environ, OMP_NUM_THREADS="1")

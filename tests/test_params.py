@@ -348,7 +348,7 @@ def test_classifier_defaults_are_train_classifiers():
 @pytest.mark.parametrize("preset", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
 def test_expanded_presets_are_current_and_equal_the_preset(preset, monkeypatch):
     """configs/expanded/NAME.yaml is what `diffzoo preset NAME` writes, and it means the same params."""
-    from diffzoo.stages.preset import expand
+    from diffzoo.commands.preset import expand
 
     monkeypatch.chdir(ROOT)
     expanded = ROOT / "configs" / "expanded" / preset.name
@@ -406,7 +406,7 @@ def test_guidance_follows_the_weights_protocol_by_default():
     explicit value wins; `sample --ckpt` takes its default from the file's objective (issue 26)."""
     import argparse
 
-    from diffzoo.stages.sample import standalone_settings
+    from diffzoo.commands.sample import standalone_settings
 
     params = load_params(ROOT / "configs/dit_moe_released.yaml")
     assert {r: params.run(r).sample.guidance for r in params.run_ids} == {

@@ -62,7 +62,7 @@ def test_stored_files_are_package_relative(fresh):
     from diffzoo.sources import source_files
     from diffzoo.utils import PACKAGE
 
-    files = source_files(["stages/train.py"], "DiT-S/2")
+    files = source_files(["commands/train.py"], "DiT-S/2")
     stored = json.loads((fresh / plan_cache.PATH).read_text())["entries"]["model-files:DiT-S/2"]
     assert sorted(stored) == ["models/dit.py", "models/layers.py"]
-    assert sorted(files) == sorted(str(PACKAGE / f) for f in ["models/dit.py", "models/layers.py", "stages/train.py"])
+    assert sorted(files) == sorted(str(PACKAGE / f) for f in ["models/dit.py", "models/layers.py", "commands/train.py"])

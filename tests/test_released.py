@@ -130,7 +130,7 @@ def test_a_released_rectified_flow_checkpoint_keeps_its_outputs_and_time_scale(p
     root, _ = project
     raw = yaml.safe_load((root / "params.yaml").read_text())
     from diffzoo.params import validate
-    from diffzoo.stages.train import model_config
+    from diffzoo.commands.train import model_config
     run = validate(raw).run("dit-moe-xlg")
     run = run.model_copy(update={"train": run.train.model_copy(update={"init": "dit_moe_xl_8E2A.pt"})})
     cfg = model_config(run, {"shape": [4, 32, 32], "classes": list(range(1000))})

@@ -233,7 +233,7 @@ def test_os_errors_take_the_single_error_path(tmp_path, monkeypatch, capsys):
     import errno
 
     from diffzoo import cli
-    from diffzoo.stages import report
+    from diffzoo.commands import report
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))  # the lock is named by its data set
     for code, text in ((errno.ENOSPC, "No space left on device"), (errno.EACCES, "Permission denied")):

@@ -12,7 +12,7 @@ from PIL import Image
 from diffzoo.params import paths, validate
 from diffzoo.report.published import PAPERS_YAML, TABLES, load_papers
 from diffzoo.report.tables import COLUMNS, OURS_ONLY, published_rows, render
-from diffzoo.stages.report import report
+from diffzoo.commands.report import report
 
 
 def test_published_numbers_are_the_reference_file():

@@ -134,8 +134,8 @@ def test_unit_checks_of_the_small_fixes(tmp_path, monkeypatch):
     from diffzoo.errors import DiffzooError
     from diffzoo.report.tables import compact_markdown
     from diffzoo.runtime import check_device
-    from diffzoo.stages import preset
-    from diffzoo.stages.sample import DIT_SAMPLE_DEFAULTS, standalone_settings
+    from diffzoo.commands import preset
+    from diffzoo.commands.sample import DIT_SAMPLE_DEFAULTS, standalone_settings
     from test_workflow import ROOT
 
     monkeypatch.chdir(ROOT)

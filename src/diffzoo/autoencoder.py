@@ -19,6 +19,7 @@ evaluates like a sample file: the floor any latent model can reach.
 """
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,8 @@ import numpy as np
 import torch
 
 from .errors import DiffzooError
+from .latents import to_adm_uint8
+from .training import Checkpointer, global_batch_indices, mix_seed, restore_optimizer, resume_or_fresh
 from .utils import Progress, kill_point, sha256_file
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"  # what save_pretrained writes
@@ -78,7 +81,6 @@ def train_autoencoder(images: np.ndarray, cfg: dict, channels: int, checkpoints:
                       ckpt_every: int = 500, log_every: int = 100):
     """Train on `images` (uint8 NHWC): returns (the model, its summary). Batches are a pure function
     of (seed, step), so a resumed run equals an uninterrupted one."""
-    from .training import Checkpointer, global_batch_indices, mix_seed, restore_optimizer, resume_or_fresh
 
     torch.manual_seed(cfg["seed"])
     vae = build_autoencoder(cfg, channels).to(proc.device)
@@ -129,8 +131,6 @@ def x_size(images: np.ndarray, channels: int) -> int:
 
 
 def _images_digest(images: np.ndarray) -> str:
-    import hashlib
-
     return hashlib.sha256(np.ascontiguousarray(images).data).hexdigest()
 
 
@@ -138,7 +138,6 @@ def _images_digest(images: np.ndarray) -> str:
 def reconstruct(vae, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """decode(posterior mean) of uint8 NHWC images, as the sample stage writes its decoded samples:
     uint8 NHWC, grey repeated to three channels (the latents' round trip without the sampling noise)."""
-    from .latents import to_adm_uint8
 
     channels = int(vae.config.in_channels)
     out = []

@@ -14,12 +14,15 @@ experiment can pin it (`train.checkpoint_sha256`).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from .choices import OBJECTIVES
 from .errors import DiffzooError
+from .models import check_model_name, create_model, model_family
 from .released import RELEASED, Released, released  # noqa: F401  (the registry, torch-free for planning)
 from .utils import atomic_path, cache_dir, sha256_file
 
@@ -91,7 +94,6 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
     """Strict load with one readable message listing missing, unexpected and mis-shaped keys. The
     modules' load hooks map the authors' layouts first; `assign` keeps the file's tensors (a model
     built on the meta device takes them without a copy)."""
-    import re
 
     pattern = (r"size mismatch for ([^:]+): copying a param with shape torch.Size\((\[[^]]*\])\) from "
                r"checkpoint, the shape in current model is torch.Size\((\[[^]]*\])\)")
@@ -163,7 +165,6 @@ def import_released(path: Path, model_name: str, model_args: dict) -> tuple[dict
     """The file's weights in our model's layout, after a strict load (built on the meta device, so
     the tensors are the file's own, not copies), and the model's arguments: for the DiT layouts
     completed by what the file says of itself (file_layout: class count, learn_sigma, QK-norm)."""
-    from .models import create_model, model_family
 
     state_dict = read_state_dict(path)
     if model_family(model_name) in ("DiT", "DiT-MoE"):
@@ -207,8 +208,6 @@ def check_config(config, tensors: dict[str, torch.Tensor], where: str | Path) ->
     model_args may exceed both the weights' tensor count and their largest dimension (every depth,
     width, class or token count of a model shows as one or the other), so `depth: 1e7` or
     `hidden_size: 200000` is refused instead of built (minutes, or 160 GB)."""
-    from .choices import OBJECTIVES
-    from .models import check_model_name
 
     def bad(key: str, why: str):
         raise DiffzooError(f"{where}: {key} {why}")
@@ -265,7 +264,6 @@ def build_model(config: dict, tensors: dict[str, torch.Tensor], source: str) -> 
     """The model of a checked config holding `tensors`: built on the meta device and given the file's
     tensors (no second copy; a config that builds a bigger model than the file costs no memory), one
     line where the config does not build or the tensors do not fit it."""
-    from .models import create_model
 
     try:
         with torch.device("meta"):

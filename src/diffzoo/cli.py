@@ -1,6 +1,6 @@
 """`diffzoo <command>`: the only entry point. Every Snakemake rule and DVC stage is one call of it.
 
-Each command is a module of diffzoo.stages (`import-checkpoint` is stages/import_checkpoint.py) with
+Each command is a module of diffzoo.commands (`import-checkpoint` is commands/import_checkpoint.py) with
 `add_arguments(parser)` and `run(args) -> int`; the first line of its docstring is its help. Only the
 chosen module is imported, so `diffzoo --help` stays fast, and a new module is a new command.
 """
@@ -17,17 +17,19 @@ import time
 from pathlib import Path
 
 from .errors import DiffzooError
+from .params import ID_PATTERN, load_params
+from .pipeline import check_writable, is_job, write_stamp
 from .slurm import slurm_task_env
 from .utils import describe, stage_lock, time_record
 
-STAGES_DIR = Path(__file__).with_name("stages")
+COMMANDS_DIR = Path(__file__).with_name("commands")
 _T0 = time.perf_counter()  # a stage's time counts its imports (torch's among them), as Snakemake's benchmark does
 
 
 def commands() -> dict[str, str]:
-    """command -> one-line help, read from the stage modules' docstrings without importing them."""
+    """command -> one-line help, read from the command modules' docstrings without importing them."""
     out = {}
-    for path in sorted(STAGES_DIR.glob("*.py")):
+    for path in sorted(COMMANDS_DIR.glob("*.py")):
         if path.name.startswith("_"):
             continue
         doc = ast.get_docstring(ast.parse(path.read_text())) or ""
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = _experiment_of_dvc_stage(argv)
     except DiffzooError as err:
         return _fail(known.command, str(err))
-    module = importlib.import_module(f"diffzoo.stages.{known.command.replace('-', '_')}")
+    module = importlib.import_module(f"diffzoo.commands.{known.command.replace('-', '_')}")
     sub_parser = argparse.ArgumentParser(prog=f"diffzoo {known.command}", description=table[known.command])
     module.add_arguments(sub_parser)
     args = sub_parser.parse_args(argv[1:])
@@ -85,7 +87,6 @@ def _experiment_of_dvc_stage(argv: list[str]) -> list[str]:
     `check` stage that validates ids (`dvc repro -s`, `--downstream`). The id is checked here."""
     if DVC_STAGE_FLAG not in argv:
         return argv
-    from .params import ID_PATTERN
 
     stage = os.environ.get("DVC_STAGE", "")
     run_id = stage.partition("@")[2]
@@ -116,8 +117,6 @@ def _artifact_writer(module, args) -> bool:
 def _stamp(command: str, args) -> None:
     """A pipeline job's identity, stamped on what it made (diffzoo.pipeline.write_stamp), so either
     engine can tell an artifact made under other params or code."""
-    from .params import load_params
-    from .pipeline import is_job, write_stamp
 
     run_id = getattr(args, "experiment", None)
     if is_job(command, run_id) and int(os.environ.get("RANK", "0")) == 0:  # one writer (torchrun / srun ranks)
@@ -125,9 +124,6 @@ def _stamp(command: str, args) -> None:
 
 
 def _check_writable(command: str, args) -> None:
-    from .params import load_params
-    from .pipeline import check_writable, is_job
-
     run_id = getattr(args, "experiment", None)
     if is_job(command, run_id):
         check_writable(load_params(args.params), command, run_id, getattr(args, "codec", "") or "")
@@ -152,7 +148,6 @@ def _lock(command: str, module, args):
     name = "train" if command == "import-checkpoint" else command
     if experiment:
         return stage_lock(f"{name}-{experiment}")
-    from .params import load_params
     return stage_lock(f"{name}-data-{load_params(args.params).data.name}")
 
 

@@ -5,33 +5,24 @@ step under guidance; hours at ASSUMED_MFU of an H100's dense bf16 peak.
 """
 from __future__ import annotations
 
-import json
 import math
+
+from .plan_cache import model_cost, respaced_steps
 
 H100_BF16_PEAK = 989e12   # dense bf16 flop/s
 ASSUMED_MFU = 0.3          # a conservative model FLOP utilisation for the estimates
 
 
 def stage_flops(params, stage: str, run_id: str) -> float:
-    from .params import respaced_steps
-    from .plan_cache import memo
-
     run = params.run(run_id)
     channels, side = params.latent_shape(run_id)
     args = {"input_size": side, "in_channels": channels, **run.model_args}
-    macs = memo("model-cost", f"{run.model} {json.dumps(args, sort_keys=True)}",
-                lambda: _model_cost(run.model, args))["gflops"] * 1e9
+    macs = model_cost(run.model, args)["gflops"] * 1e9
     if stage == "train":
         return 3 * 2 * macs * run.train.steps * run.train.global_batch_size
     s = run.sample
     steps = int(s.sampling_steps) if run.objective == "rectified_flow" else respaced_steps(s.sampling_steps)
     return 2 * macs * s.num_samples * steps * (2 if s.cfg_scale > 1 else 1)
-
-
-def _model_cost(model: str, args: dict) -> dict:
-    from .flops import model_cost
-
-    return model_cost(model, **args)
 
 
 def gpu_hours(params, stage: str, run_id: str) -> float:

@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .models import create_model
+
 
 def example_inputs(model: nn.Module, batch: int = 1, device: str | torch.device = "meta"):
     """(x, t, y) for any registered backbone: latents of the model's size, timestep 0, label 0."""
@@ -63,7 +65,6 @@ def active_params(model: nn.Module) -> int:
 def model_cost(name: str, **overrides) -> dict:
     """Parameters (total, active) and forward Gflops (MACs / 1e9, batch 1) of a registered model,
     built on the meta device so even the largest configuration costs nothing to count."""
-    from .models import create_model
 
     with torch.device("meta"):
         model = create_model(name, **overrides)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from .errors import DiffzooError
+
 PINNED = {
     # The DiT paper's VAEs (DiT's sample.py --vae ema|mse); the commits that hold the safetensors files.
     "stabilityai/sd-vae-ft-ema": "f04b2c4b98319346dad8c65879f680b1997b204a",
@@ -51,7 +53,6 @@ def revision_of(ref: str) -> tuple[str, str | None]:
 
 def pin_argument(ref: str, option: str) -> str:
     """pin() for a command-line value: a repo without a revision is one clear line naming the option."""
-    from .errors import DiffzooError
 
     try:
         return pin(ref)

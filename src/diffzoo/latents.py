@@ -25,7 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data.shards import iter_shards, load_index
+from .diffusion.gaussian_diffusion import rand, randn
 from .errors import DiffzooError
+from .hub import is_ref, revision_of
 from .utils import (Progress, atomic_dir, atomic_path, clean_stale_temps, content_hash, describe, kill_point, reading,
                     remove_tree, set_aside, write_json)
 
@@ -53,8 +56,6 @@ class VAE:
     """A diffusers AutoencoderKL: encode to the posterior (mean, std), decode z / scale."""
 
     def __init__(self, name: str, scale: float | None, device: torch.device, dtype: torch.dtype = torch.float32):
-        from .hub import is_ref, revision_of
-
         # A repo id is loaded at its commit (model.json files older than the pins name none).
         folder, revision = revision_of(name) if is_ref(name) and not Path(name).is_dir() else (name, None)
         try:
@@ -122,7 +123,6 @@ def encode_shards(images_dir: Path, out_dir: Path, vae: str = "identity", batch_
                   vae_digest: str | None = None) -> dict:
     """Encode every images shard; shards already present in out_dir are kept (resume). `vae_digest`
     identifies a local VAE folder's weights (its path alone does not)."""
-    from .data.shards import iter_shards, load_index
 
     index = load_index(images_dir)
     codec = make_codec(vae, None, device, dtype, grayscale)
@@ -250,7 +250,6 @@ class LatentDataset(torch.utils.data.Dataset):
     def batch(self, indices, generator) -> tuple[torch.Tensor, torch.Tensor]:
         """A training batch: flips and posterior noise drawn from `generator`, or from a list of
         per-sample generators (resumable by seed, independent of the GPU count)."""
-        from .diffusion.gaussian_diffusion import rand, randn
 
         flips = rand((len(indices),), generator) < 0.5
         eps = randn((len(indices), *self.meta["shape"]), generator)  # drawn either way: same stream

@@ -14,23 +14,29 @@ the workflow engines track, so a change reruns exactly the stages whose slice ch
 """
 from __future__ import annotations
 
+import difflib
+import glob
+import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError,
-                      WithJsonSchema, field_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, WithJsonSchema,
+                      field_validator)
 from pydantic_core import PydanticCustomError
 
 from . import hub
 from .choices import GUIDANCE_MODES, NOISE_SCHEDULES, OBJECTIVES, PREDICTIONS, SAMPLERS
 from .data import SOURCES
 from .errors import DiffzooError
-from .plan_cache import memo
+from .plan_cache import model_error, respaced_steps, unknown_model
+from .released import RELEASED, released
 from .report.catalogue import check_claims
 from .report.published import TABLES
+from .utils import atomic_path
 
 DEFAULT_PARAMS = "params.yaml"
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # a safe name: no path separator, no space, no newline
@@ -269,7 +275,7 @@ class ExperimentConfig(Section):
     @field_validator("model")
     @classmethod
     def _registered(cls, name: str) -> str:
-        error = memo("model-name", name, lambda: _unknown_model(name))
+        error = unknown_model(name)
         if error:
             raise ValueError(error)
         return name
@@ -410,7 +416,6 @@ def codec_tag(codec: dict) -> str:
 
 
 def json_digest(value) -> str:
-    import hashlib
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
@@ -495,8 +500,6 @@ def _lookup(raw, loc):
 
 
 def _did_you_mean(key: str, fields: list[str]) -> str:
-    import difflib
-
     close = difflib.get_close_matches(key, fields, n=1)
     return f" (did you mean {close[0]}?)" if close else ""
 
@@ -602,8 +605,7 @@ def _check_run(params: Params, run_id: str) -> None:
             _raise(f"{where}: ", "latents.scale = null (computed from the data) cannot apply to released weights: "
                    "give the scale they were trained with (SD-VAE: 0.18215)")
         channels, side = params.latent_shape(run_id)
-        error = _model_error(run.model, json.dumps({"input_size": side, "in_channels": channels,
-                                                    **run.model_args}, sort_keys=True))
+        error = model_error(run.model, {"input_size": side, "in_channels": channels, **run.model_args})
         if error:
             _raise(f"{where}.model_args", f" do not build {run.model} for {channels}x{side}x{side} inputs: {error}")
         gpus = params.resources.train_gpus
@@ -615,7 +617,6 @@ def _check_run(params: Params, run_id: str) -> None:
 def _check_weights_files(where: str, run: Run) -> None:
     """train.checkpoint / train.init: an existing file or a released name, and a released checkpoint
     fits the experiment's model and objective."""
-    from .released import RELEASED, released
 
     for key in ("checkpoint", "init"):
         value = getattr(run.train, key)
@@ -642,7 +643,6 @@ def guidance_protocol(checkpoint: str | None, objective: str) -> str:
     """The guidance mode the weights' authors sample with: legacy3 (DiT's forward_with_cfg guides the
     first 3 channels) for released DDPM files, all for rectified flow (the DiT-MoE XL/G sampler guides
     every velocity channel) and for every model trained here."""
-    from .released import released
 
     spec = released(checkpoint) if checkpoint else None
     return "legacy3" if spec is not None and objective == "ddpm" else "all"
@@ -707,8 +707,6 @@ def check_inputs(params: Params) -> None:
     onstart, DVC's first stage `diffzoo check`), so that a missing file fails before upstream work:
     the data set's path, the VAE (a diffusers folder or a Hugging Face repo id; offline, it must be
     in the cache), and the Inception weights and ADM reference batch when they are named."""
-    import glob
-    import os
 
     data, ev = params.data, params.evaluate
     remote = (data.path or "").startswith("hf://")  # downloaded by the dataset stage
@@ -723,8 +721,6 @@ def check_inputs(params: Params) -> None:
 
 
 def _check_vae(vae: str) -> None:
-    import os
-
     if Path(vae).is_dir():
         if not (Path(vae) / "config.json").is_file():
             _raise("latents.vae", f" = {vae!r}: the folder has no config.json (a diffusers AutoencoderKL folder)")
@@ -739,47 +735,6 @@ def _check_vae(vae: str) -> None:
         if not isinstance(try_to_load_from_cache(repo, "config.json", revision=revision), str):
             _raise("latents.vae", f" = {vae!r}: not in the Hugging Face cache, and HF_HUB_OFFLINE is set "
                    f"(download it once online: huggingface-cli download {repo} --revision {revision})")
-
-
-def _unknown_model(name: str) -> str | None:
-    """Why `name` is no registered model (with the close names), or None."""
-    from .models import check_model_name
-    try:
-        check_model_name(name)
-    except KeyError as err:
-        return err.args[0]
-    return None
-
-
-def respaced_steps(value: str) -> int | str:
-    """The step count of a respacing ("250", "ddim25", "10,10"), or why it is none (memoised)."""
-    return memo("respaced-steps", value, lambda: _respaced_steps(value))
-
-
-def _respaced_steps(value: str) -> int | str:
-    from .diffusion.respace import space_timesteps
-    try:
-        return len(space_timesteps(1000, value))
-    except ValueError as err:
-        return str(err)
-
-
-def _model_error(model: str, args_json: str) -> str | None:
-    """Why `create_model(model, **args)` fails, or None (memoised for this code: plan_cache)."""
-    return memo("model-build", f"{model} {args_json}", lambda: _build_error(model, args_json))
-
-
-def _build_error(model: str, args_json: str) -> str | None:
-    """Built on the meta device (no memory)."""
-    import torch
-
-    from .models import create_model
-    try:
-        with torch.device("meta"):
-            create_model(model, **json.loads(args_json))
-    except (TypeError, ValueError) as err:
-        return str(err).splitlines()[0]
-    return None
 
 
 # ---- reading files -------------------------------------------------------------------------------------
@@ -871,7 +826,6 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
 
 def write_yaml(path: str | Path, raw: dict) -> None:
     """A params mapping as YAML (atomically; floats as YAML 1.1 and 1.2 both read them)."""
-    from .utils import atomic_path
 
     with atomic_path(Path(path)) as tmp:
         tmp.write_text(yaml.safe_dump(raw, sort_keys=False))

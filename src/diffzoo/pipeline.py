@@ -13,9 +13,11 @@ import json
 import os
 from pathlib import Path
 
+from .errors import DiffzooError
 from .estimate import runtime_minutes
+from .params import AUTOENCODER, PARAMS_ENV, paths
 from .sources import files_digest, source_files
-from .utils import PACKAGE
+from .utils import PACKAGE, content_hash, umask, write_json
 
 
 def stage_module(stage: str):
@@ -44,7 +46,6 @@ def code_digest(stage: str, params=None, run_id: str | None = None) -> str:
 def train_inputs(params, run_id: str) -> list[str]:
     """What a train job reads: the latents (and a fine-tuning start file), or for released weights
     the checkpoint file itself (none for a released name: the job downloads it)."""
-    from .params import paths
 
     t = params.run(run_id).train
     if t.checkpoint:
@@ -54,7 +55,6 @@ def train_inputs(params, run_id: str) -> list[str]:
 
 def latents_inputs(params, codec: str) -> list[str]:
     """What a latents job reads beyond the images: the pipeline's autoencoder when its codec uses it."""
-    from .params import AUTOENCODER, paths
 
     return [str(paths(params)["autoencoder"])] if params.codecs[codec]["vae"] == AUTOENCODER else []
 
@@ -62,7 +62,6 @@ def latents_inputs(params, codec: str) -> list[str]:
 def images_input(params, stage: str) -> list[str]:
     """The images stage's output for the stages that read it (sample grids, report, reference), or
     none when no stage needs the data set (released weights evaluated on an ADM batch)."""
-    from .params import paths
 
     needed = params.reference_from_images if stage == "reference" else params.uses_data
     return [str(paths(params)["images"])] if needed else []
@@ -124,7 +123,6 @@ def slice_digest(params, stage: str, run_id: str | None = None, codec: str | Non
     """A rule's `slice` param: the digest of the stage's params slice. Snakemake prints a changed param's
     whole value before and now in its rerun reason (1,100 characters for a train slice); the digest keeps
     that line short, and `changes` says which keys changed."""
-    from .utils import content_hash
 
     return content_hash(stage_slice(params, stage, run_id, codec))
 
@@ -137,7 +135,6 @@ def _identity_parts(params, stage: str, run_id: str | None, codec: str) -> tuple
 
 def identity(params, stage: str, run_id: str | None = None, codec: str = "") -> str:
     """The identity of a job's artifacts: its stage, params slice and code digest."""
-    from .utils import content_hash
 
     piece, code = _identity_parts(params, stage, run_id, codec)
     return content_hash({"stage": stage, "slice": piece, "code": code})
@@ -146,7 +143,6 @@ def identity(params, stage: str, run_id: str | None = None, codec: str = "") -> 
 def stamp_location(params, stage: str, run_id: str | None = None, codec: str = "") -> tuple[Path, bool] | None:
     """Where a job's stamp lives: (path, True) for a folder output's stamp file, (path, False) for the
     JSON output holding an "identity" key; None for a job that is not stamped (the report)."""
-    from .params import paths
 
     if stage in ("dataset", "images", "autoencoder", "reference"):
         return paths(params)["raw" if stage == "dataset" else stage] / STAMP, True
@@ -160,7 +156,6 @@ def stamp_location(params, stage: str, run_id: str | None = None, codec: str = "
 def check_writable(params, command: str, run_id: str | None = None, codec: str = "") -> None:
     """One line before any work where a job's output folder cannot be written (a read-only results
     folder was once found after the report's work, in a message naming a temporary file)."""
-    from .errors import DiffzooError
 
     stage = COMMAND_STAGE.get(command, command)
     where = Path("results") if stage == "report" else (stamp_location(params, stage, run_id, codec) or (None,))[0]
@@ -182,10 +177,7 @@ def is_job(command: str, run_id: str | None) -> bool:
 def write_stamp(params, command: str, run_id: str | None = None, codec: str = "", engine: str | None = None) -> None:
     """After a job succeeded: its identity into its stamp (nothing for commands that are not jobs), with
     the engine that ran it (dvc: $DVC_STAGE is set; snakemake: $DIFFZOO_PARAMS is; else cli)."""
-    import os
 
-    from .params import PARAMS_ENV
-    from .utils import write_json
 
     if not is_job(command, run_id):
         return
@@ -253,7 +245,6 @@ def private_output_cache(cache: str | Path) -> None:
     writes), both the ones stored from now on and the ones an earlier run left (the caller's own)."""
     from snakemake.caching.local import OutputFileCache
 
-    from .utils import umask
 
     mask = umask()
 

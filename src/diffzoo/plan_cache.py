@@ -65,3 +65,62 @@ def memo(kind: str, key: str, compute: Callable[[], Any]) -> Any:
         except OSError:
             tmp.unlink(missing_ok=True)  # a read-only checkout plans too, just without the memo
     return entries[name]
+
+
+# ---- The questions, asked of the code: the only place where planning reaches torch --------------------
+# Each answer is memoised above, so the imports below run only when the code (or torch) changed since the
+# last plan. pyproject's import contract "planning imports no torch" names these edges as its exceptions.
+
+def unknown_model(name: str) -> str | None:
+    """Why `name` is no registered model (with the close names), or None."""
+    def compute():
+        from .models import check_model_name
+        try:
+            check_model_name(name)
+        except KeyError as err:
+            return err.args[0]
+        return None
+    return memo("model-name", name, compute)
+
+
+def model_error(model: str, args: dict) -> str | None:
+    """Why `create_model(model, **args)` fails, or None; built on the meta device (no memory)."""
+    def compute():
+        import torch
+
+        from .models import create_model
+        try:
+            with torch.device("meta"):
+                create_model(model, **args)
+        except (TypeError, ValueError) as err:
+            return str(err).splitlines()[0]
+        return None
+    return memo("model-build", f"{model} {json.dumps(args, sort_keys=True)}", compute)
+
+
+def model_files(model: str) -> list[str]:
+    """The backbone's own source files, relative to the package: the memo file may be read by another copy
+    of the package (a DVC experiment's workspace), where the same code lies under another folder."""
+    def compute():
+        from .models import model_source_files
+        return [str(Path(p).resolve().relative_to(PACKAGE)) for p in model_source_files(model)]
+    return memo("model-files", model, compute)
+
+
+def model_cost(model: str, args: dict) -> dict:
+    """{"gflops": ..., ...} of one forward (diffzoo.flops.model_cost)."""
+    def compute():
+        from .flops import model_cost as cost
+        return cost(model, **args)
+    return memo("model-cost", f"{model} {json.dumps(args, sort_keys=True)}", compute)
+
+
+def respaced_steps(value: str) -> int | str:
+    """The step count of a respacing ("250", "ddim25", "10,10"), or why it is none."""
+    def compute():
+        from .diffusion.respace import space_timesteps
+        try:
+            return len(space_timesteps(1000, value))
+        except ValueError as err:
+            return str(err)
+    return memo("respaced-steps", value, compute)

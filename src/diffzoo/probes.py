@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .flops import model_cost
+from .models import create_model
 
 
 def routing_counts(model, objective, num_classes: int, per_class: int, seed: int = 0,
@@ -71,7 +72,6 @@ def cost_curve(model_name: str, model_args: dict, sides: list[int], in_channels:
                repeats: int = 5) -> list[dict]:
     """Per latent side: tokens (side^2 / patch^2), forward Gflops and `repeats` measured CPU forward
     times (seconds, batch 1, after one warm-up) of a randomly initialised backbone."""
-    from .models import create_model
 
     rows = []
     for side in sides:

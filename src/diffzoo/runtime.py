@@ -13,10 +13,10 @@ import sys
 from dataclasses import dataclass
 
 import torch
+from torch.distributed.fsdp import fully_shard
 
 from .errors import DiffzooError
 from .slurm import RENDEZVOUS_PORT, slurm_hostnames, slurm_task_env
-
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,6 @@ def distribute(model: torch.nn.Module, ema: torch.nn.Module, world: int, sharded
     if not sharded:
         ids = [device.index] if device.type == "cuda" else None
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    from torch.distributed.fsdp import fully_shard
 
     for m in (model, ema):
         for block in m.repeated_blocks():

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
+
+import torch
+
+from .errors import DiffzooError
+from .evaluate.features import resolve_inception_weights
+from .hub import split
+from .models.mamba import cuda_selective_scan
+from .models.scan_kernel import available
 
 
 def facts(params=None) -> dict[str, str]:
     """torch/CUDA versions, the GPUs, bf16, the selective-scan backend, and (given params) whether
     the VAE and the Inception weights are found without a network."""
-    import torch
 
-    from .models.mamba import cuda_selective_scan
 
     cuda = torch.cuda.is_available()
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
@@ -30,8 +37,6 @@ def facts(params=None) -> dict[str, str]:
 
 
 def _scan_fact(cuda: bool, mamba_ssm: bool) -> str:
-    from .models.scan_kernel import available
-
     gpu = "mamba-ssm CUDA kernels on GPU tensors" if cuda and mamba_ssm else (
         "mamba-ssm present, no GPU" if mamba_ssm else "mamba-ssm not importable")
     cpu = "diffzoo's fused C kernel" if available() else "diffzoo's PyTorch scan (no C kernel built)"
@@ -45,7 +50,6 @@ def _vae_fact(vae: str) -> str:
         return f"{vae} (local folder)"
     from huggingface_hub import try_to_load_from_cache
 
-    from .hub import split
 
     repo, revision = split(vae)
     cached = try_to_load_from_cache(repo, "config.json", revision=revision)
@@ -54,9 +58,6 @@ def _vae_fact(vae: str) -> str:
 
 
 def _inception_fact(path: str | None) -> str:
-    from .errors import DiffzooError
-    from .evaluate.features import resolve_inception_weights
-
     try:
         return str(resolve_inception_weights(path, allow_download=False))
     except DiffzooError:
@@ -65,6 +66,5 @@ def _inception_fact(path: str | None) -> str:
 
 def log_facts(stream=None) -> None:
     """One line of the facts, for the start of a stage's log."""
-    import sys
 
     print("machine: " + "; ".join(f"{k} {v}" for k, v in facts().items()), file=stream or sys.stderr, flush=True)

@@ -6,7 +6,7 @@ import functools
 import hashlib
 from pathlib import Path
 
-from .plan_cache import memo
+from .plan_cache import model_files
 from .utils import PACKAGE
 
 
@@ -15,7 +15,7 @@ def source_files(patterns, model: str | None = None) -> list[str]:
     that backbone's own files; relative to the working directory where they lie below it."""
     files = {f for pattern in patterns for f in PACKAGE.glob(pattern)}
     if model is not None:
-        files |= {PACKAGE / p for p in memo("model-files", model, lambda: _model_files(model))}
+        files |= {PACKAGE / p for p in model_files(model)}
     return sorted(_relative(f) for f in files)
 
 
@@ -29,14 +29,6 @@ def files_digest(files: tuple[str, ...]) -> str:
         h.update(f"{name.as_posix()}\0".encode())
         h.update(Path(f).read_bytes())
     return h.hexdigest()[:16]
-
-
-def _model_files(model: str) -> list[str]:
-    """Package-relative: the memo file may be read by another copy of the package (a DVC experiment's
-    workspace), where the same code lies under another folder."""
-    from .models import model_source_files
-
-    return [str(Path(p).resolve().relative_to(PACKAGE)) for p in model_source_files(model)]
 
 
 def _relative(path: Path) -> str:

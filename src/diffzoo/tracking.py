@@ -18,6 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .diffusion.gaussian_diffusion import randn
+from .latents import to_adm_uint8
+from .report.figures import GRID_CLASSES, class_grid, save_png
+from .sampling import sample_generators
+
 TENSORBOARD_DIR = Path("logs") / "tensorboard"
 PREVIEW_SEED = 1234  # the same noise and labels at every preview of a run
 
@@ -51,7 +56,6 @@ class Tracker:
         """After training step `done`: a preview when it is due."""
         if not self.enabled or not self.every or done % self.every:
             return
-        from .report.figures import save_png
 
         image = self.preview_fn(done)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -69,10 +73,6 @@ def preview_grid(model: torch.nn.Module, objective, codec, latent_shape: list[in
                  sample_cfg, per_class: int, device: torch.device, title: str = "EMA samples"):
     """A class grid of `model`'s samples (the EMA's): the first 10 classes, `per_class` each, drawn with
     the run's sample settings from fixed seeds."""
-    from .diffusion.gaussian_diffusion import randn
-    from .latents import to_adm_uint8
-    from .report.figures import GRID_CLASSES, class_grid
-    from .sampling import sample_generators
 
     classes = list(range(min(GRID_CLASSES, len(class_names))))
     labels = torch.tensor([c for c in classes for _ in range(per_class)])

@@ -24,11 +24,13 @@ import torch
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
                                                      set_optimizer_state_dict)
 
-from .errors import DiffzooError
+from .checkpoints import save_checkpoint
 from .diffusion.gaussian_diffusion import rand
+from .errors import DiffzooError
+from .models.layers import LabelEmbedder
 from .params import TrainConfig
 from .runtime import Process
-from .utils import Progress, atomic_path, kill_point
+from .utils import Progress, atomic_path, clean_stale_temps, content_hash, kill_point, reading, set_aside, write_json
 
 KEEP_CHECKPOINTS = 2
 LOG_HEADER = "step\tloss\tmse\tvb\taux\timages_per_s"
@@ -54,7 +56,6 @@ def loop_label_dropout(model: torch.nn.Module) -> tuple[float, int]:
     """Moves classifier-free-guidance label dropout from the model's LabelEmbedder (which draws from
     the global RNG, so its draws depend on how the batch is split over GPUs) to the training loop,
     which draws it from the per-sample generators. Returns (probability, null class)."""
-    from .models.layers import LabelEmbedder
 
     embedders = [m for m in model.modules() if isinstance(m, LabelEmbedder)]
     if not embedders:
@@ -115,8 +116,6 @@ class Checkpointer:
     RUN_FILE = "run.json"
 
     def __init__(self, directory: Path, identity: dict, proc: Process, sharded: bool = False):
-        from .utils import content_hash
-
         self.directory, self.identity, self.proc, self.sharded = Path(directory), identity, proc, sharded
         self.run_key = content_hash(identity)
 
@@ -132,7 +131,6 @@ class Checkpointer:
     def latest(self, max_step: int) -> dict | None:
         """The newest checkpoint of this run at or below `max_step`, or None (after moving the
         checkpoints of another identity aside)."""
-        from .utils import clean_stale_temps, reading
 
         if not self.directory.is_dir():
             return None
@@ -158,15 +156,11 @@ class Checkpointer:
             return {}
 
     def _set_aside(self, old: dict | None) -> None:
-        from .utils import set_aside
-
         changed = ", ".join(identity_changes(old, self.identity)) if old else "checkpoints without a run.json"
         set_aside(self.directory, self.directory.parent / "checkpoints-aside",
                   f"the run's settings changed ({changed}): training starts at step 0")
 
     def save(self, step: int, model, ema, opt, state: TrainState) -> None:
-        from .utils import write_json
-
         if not self.proc.is_main and not self.sharded:  # gathering sharded state needs every rank
             return
         full = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -331,6 +325,5 @@ def full_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def export_model(path: Path, ema_state: dict[str, torch.Tensor], config: dict) -> None:
     """The run's artifact: the EMA weights as safetensors and the JSON that rebuilds the model."""
-    from .checkpoints import save_checkpoint
 
     save_checkpoint(path, ema_state, config)

@@ -37,7 +37,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DiffzooError
-from ..utils import atomic_dir, describe, write_json
+from ..hub import split as split_ref
+from ..utils import atomic_dir, cache_dir, describe, write_json
 from . import SOURCES
 from ._util import batched, check_image_bytes, worker_map
 
@@ -307,7 +308,6 @@ def fashion_mnist_folder(path=None, download: bool = True) -> Path:
         return path
     if FASHION_MNIST_DEBIAN.is_dir():
         return FASHION_MNIST_DEBIAN
-    from ..utils import cache_dir
 
     cache = cache_dir("fashion-mnist")
     missing = [n for n in FASHION_MNIST_FILES if not _idx_file(cache, n)]
@@ -602,7 +602,6 @@ def _hf_download(ref: str, split: str, download_dir) -> tuple[list[Path], Path |
     """The split's parquet shards of `ref` (owner/name@revision) at that revision."""
     from huggingface_hub import snapshot_download
 
-    from ..hub import split as split_ref
 
     repo, revision = split_ref(ref)
     try:

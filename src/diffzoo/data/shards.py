@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import struct
 import zipfile
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from ..errors import DiffzooError
@@ -154,8 +155,6 @@ class ShardDataset(Dataset):
             else np.zeros(0, np.int64)
 
     def __getitem__(self, i: int):
-        import torch
-
         k, j = self.locate(int(i))
         images, labels = self._shard(k)
         x = torch.from_numpy(np.array(images[j])).permute(2, 0, 1)

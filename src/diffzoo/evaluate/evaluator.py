@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import DiffzooError
 from ..utils import atomic_path
+from .bootstrap import sample_bootstrap
 from .images import ImageSource, open_images
 from .metrics import frechet_distance, kid, precision_recall
 from .reference import Reference, default_cache_dir, load_reference, reference_features, stream_features
@@ -81,7 +82,6 @@ def evaluate(samples: str | Path | ImageSource, reference: str | Path | Referenc
     accuracy = None if run.class_correct is None else run.class_correct / run.num_images
     spread = None
     if bootstrap:
-        from .bootstrap import sample_bootstrap
         spread = sample_bootstrap(run.kept_pool, ref.mu, ref.sigma, replicates=bootstrap, logits=run.logits,
                                   labels=source.labels if run.class_correct is not None else None,
                                   ref_pool=ref_pool, k=k, dtype=distance_dtype, is_split=is_split,

@@ -22,6 +22,7 @@ import torch
 
 from ..errors import DiffzooError
 from ..utils import describe
+from .classifier import ClassifierExtractor
 from .images import sha256_file
 from .metrics import strict_float32
 
@@ -146,7 +147,6 @@ def load_extractor(name: str, weights: str | Path | None = None, device: str | N
     if name == "inception":
         return InceptionExtractor(weights, device, allow_download)
     if name == "classifier":
-        from .classifier import ClassifierExtractor
 
         if weights is None:
             raise DiffzooError("the classifier feature extractor needs its weights: --classifier-weights "

@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..data.dataset import read_fashion_mnist
 from ..errors import DiffzooError
 
 SIDE = 8  # the scans' side
@@ -94,7 +95,6 @@ def fashion_mnist_judge(data_path: str | None = None):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer, Normalizer
 
-    from ..data.dataset import read_fashion_mnist
 
     splits, _ = read_fashion_mnist(data_path, download=False)
     images, labels = splits["train"]

@@ -20,15 +20,15 @@ import numpy as np
 import torch
 
 from ..errors import DiffzooError
-from ..utils import Progress, atomic_path, reading
-from .images import ImageSource, NpzImages, npz_member_header, open_images, sha256_file
+from ..utils import Progress, atomic_path, cache_dir, reading
+from .classifier import heldout_mask, heldout_split
+from .images import ArrayImages, ImageSource, NpzImages, npz_member_header, open_images, sha256_file
 from .metrics import GaussianStats, InceptionScore
 
 REF_FORMAT = 1
 
 
 def default_cache_dir() -> Path:
-    from ..utils import cache_dir
     return cache_dir("evaluate")
 
 
@@ -226,8 +226,6 @@ def split_images(images: str | Path) -> tuple[ImageSource, ImageSource]:
     """(training, held-out) images of an images folder: all of it and its own held-out split (index.json
     "val", e.g. Fashion-MNIST's t10k images) where it has one, else every 5th image held out
     (classifier.heldout_mask) -- what the classifier, the real-data row and the autoencoder hold out."""
-    from .classifier import heldout_mask, heldout_split
-    from .images import ArrayImages
 
     source = open_images(images)
     val = heldout_split(source)

@@ -17,6 +17,9 @@ with `seeds:` stands for all its seeds, `<id>-seed<s>`):
 """
 from __future__ import annotations
 
+# The claims stage's outputs under results/ (report/claims.py writes them; the plan names them)
+CLAIMS_MD, CLAIMS_JSON, CLAIMS_PLOTS = "claims.md", "claims.json", "claims"
+
 KINDS = ("trend", "better", "routing", "cost", "ranking")
 ARITY = {"trend": (2, None), "better": (2, 2), "routing": (1, 1), "cost": (2, 2), "ranking": (2, None)}
 TREND_X = ("gflops", "depth", "width")

@@ -16,15 +16,9 @@ import numpy as np
 
 from ..utils import atomic_path, write_json
 from . import stats
-from .catalogue import CLAIMS
+from .catalogue import CLAIMS, CLAIMS_JSON, CLAIMS_MD, CLAIMS_PLOTS
 
-CLAIMS_MD, CLAIMS_JSON, PLOTS = "claims.md", "claims.json", Path("claims")
-
-
-def outputs(claims: dict) -> list[str]:
-    """What the claims stage writes under results/."""
-    return [f"results/{CLAIMS_MD}", f"results/{CLAIMS_JSON}", f"results/{PLOTS}/README.md"] + [
-        f"results/{PLOTS}/{c}.png" for c in claims]
+PLOTS = Path(CLAIMS_PLOTS)
 
 
 # ---- the runs' numbers ---------------------------------------------------------------------------

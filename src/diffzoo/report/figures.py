@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..errors import DiffzooError
+from ..evaluate.images import open_images
 from ..utils import atomic_path
 
 MIN_SIDE = 512
@@ -119,7 +121,6 @@ def _class_names(source) -> list[str]:
 def data_class_names(images_dir: Path | None, classes: list[str]) -> list[str]:
     """The rows' labels of a grid of a data set's classes: its images' names where the images stage's
     output is there, else the class ids (digit_3 -> 3)."""
-    from ..evaluate.images import open_images
 
     if images_dir is not None and Path(images_dir).is_dir():
         return _class_names(open_images(images_dir))
@@ -127,8 +128,6 @@ def data_class_names(images_dir: Path | None, classes: list[str]) -> list[str]:
 
 
 def _rows(source, classes: list[int], per_class: int) -> dict[int, np.ndarray]:
-    from ..errors import DiffzooError
-
     if source.labels is None:
         raise DiffzooError(f"{source.path} holds no labels: a class grid needs them")
     return first_per_class(source.batches(1024), source.labels, classes, per_class)
@@ -136,7 +135,6 @@ def _rows(source, classes: list[int], per_class: int) -> dict[int, np.ndarray]:
 
 def _real(images_dir: Path, per_class: int):
     """(class names, the rows shown, the real images' rows) from the images stage's shards."""
-    from ..evaluate.images import open_images
 
     real = open_images(images_dir)
     names = _class_names(real)
@@ -146,7 +144,6 @@ def _real(images_dir: Path, per_class: int):
 
 def _panels(images_dir: Path | None, runs: dict[str, Path], per_class: int):
     """(class names, panels): the real images' first (when `images_dir` is given), then each run's."""
-    from ..evaluate.images import open_images
 
     sources = {r: open_images(path) for r, path in runs.items()}
     panels = []
@@ -169,7 +166,6 @@ def save_run_grid(images_dir: Path | None, samples: Path, run_id: str, per_class
 def save_sources_grid(images_dir: Path, sources: dict, per_class: int, out: Path) -> None:
     """Labelled image sources (title -> ImageSource) side by side, rows named by the data set's
     classes: e.g. held-out originals beside their reconstructions."""
-    from ..evaluate.images import open_images
 
     names = _class_names(open_images(images_dir))
     shown = list(range(min(GRID_CLASSES, len(names))))

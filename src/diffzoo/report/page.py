@@ -14,6 +14,8 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..sources import files_digest
+from ..utils import PACKAGE, atomic_path
 from .tables import compact_markdown
 
 STYLE = """
@@ -66,8 +68,6 @@ def code_version(root: Path = Path(".")) -> str:
 
 def write_index(params, params_path: str | Path, runs: dict[str, dict], out: Path = Path("results")) -> Path:
     """results/index.html. `runs`: run id -> {"metrics": metrics.json path, "grid": PNG path}."""
-    from ..sources import files_digest
-    from ..utils import PACKAGE, atomic_path
 
     out = Path(out)
     parts = [f"<!doctype html><html><head><meta charset=utf-8><title>diffzoo results</title><style>{STYLE}</style>"

@@ -13,6 +13,7 @@ import math
 import re
 from pathlib import Path
 
+from ..models import model_family
 from ..utils import atomic_path
 from .published import TABLES, load_papers
 
@@ -104,18 +105,16 @@ def autoencoder_row(metrics: dict) -> dict:
 def our_row(run, metrics: dict, train: dict) -> dict:
     """A run's row from its metrics.json and its training summary (results/train/<id>.json). The sample
     settings are those the sample job recorded (metrics' "sampling"), not the params of today."""
-    from ..params import SampleConfig
-
     drawn = metrics.get("sampling") or {}
-    s = SampleConfig(**drawn["sample"]) if "sample" in drawn else run.sample
-    sampler = "Euler" if run.objective == "rectified_flow" else s.sampler.upper()
+    s = {**run.sample.model_dump(mode="json"), **drawn.get("sample", {})}  # (a record names every setting)
+    sampler = "Euler" if run.objective == "rectified_flow" else s["sampler"].upper()
     trained = (f"released weights {train['released']}, our pipeline" if train.get("released")
                else f"{objective_label(run)}, {train['steps']} steps")
-    n = drawn.get("num_samples", s.num_samples)
-    setting = (f"{trained}, {n} samples, {s.sampling_steps.removeprefix('ddim')} {sampler} steps"
-               + (f", cfg {s.cfg_scale} ({s.guidance})" if s.cfg_scale > 1 else ""))
+    n = drawn.get("num_samples", s["num_samples"])
+    setting = (f"{trained}, {n} samples, {str(s['sampling_steps']).removeprefix('ddim')} {sampler} steps"
+               + (f", cfg {s['cfg_scale']} ({s['guidance']})" if s["cfg_scale"] > 1 else ""))
     return {"source": "diffzoo", "experiment": run.id, "model": run.model, "setting": setting,
-            "objective": objective_label(run), "cfg": s.cfg_scale, **metric_columns(metrics),
+            "objective": objective_label(run), "cfg": s["cfg_scale"], **metric_columns(metrics),
             "params": train["params"], "gflops": train["gflops"], "train_images": train["images_seen"],
             "gpu_hours": train["gpu_hours"]}
 
@@ -152,7 +151,6 @@ def render(rows: list[dict]) -> dict[str, str]:
 
 
 def _family(model: str) -> str:
-    from ..models import model_family
     try:
         return model_family(model)
     except KeyError:

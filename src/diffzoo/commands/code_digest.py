@@ -6,19 +6,12 @@ editing dis.py reruns the DiS experiments only under DVC.
 """
 from __future__ import annotations
 
+from ..models import model_source_files
 from ..params import load_params, paths
-
-PER_RUN = True
-
-
-def params_slice(params, run_id: str) -> dict:
-    return {"model": params.run(run_id).model}
+from ..utils import PACKAGE, sha256_file, write_json
 
 
 def code_digest(params, exp_id: str) -> dict:
-    from ..models import model_source_files
-    from ..utils import PACKAGE, sha256_file
-
     model = params.run(exp_id).model
     return {"model": model, "files": {f"src/diffzoo/{p.resolve().relative_to(PACKAGE)}": sha256_file(p)
                                       for p in model_source_files(model)}}
@@ -30,8 +23,6 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..utils import write_json
-
     params = load_params(args.params)
     out = paths(params, args.experiment)["exp"] / "code.json"
     write_json(out, code_digest(params, args.experiment))

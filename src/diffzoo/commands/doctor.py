@@ -8,6 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..params import load_params
+from ..runtime_facts import facts
+
 LOCK = False  # reads only
 
 
@@ -17,9 +20,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..params import load_params
-    from ..runtime_facts import facts
-
     path = args.params or ("params.yaml" if Path("params.yaml").is_file() else None)
     params = load_params(path) if path else None
     for key, value in facts(params).items():

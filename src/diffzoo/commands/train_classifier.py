@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..evaluate.classifier import train_classifier
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", help="images-stage shard dir (index.json with labels), class folders or ADM npz "
@@ -24,8 +26,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..evaluate.classifier import train_classifier
-
     given = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "seed", "width", "feature_dim", "noise_aug")}
     cfg = train_classifier(args.images, args.out, **{k: v for k, v in given.items() if v is not None})
     print(json.dumps({k: cfg[k] for k in ("train_accuracy", "heldout_accuracy", "num_train", "num_heldout",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..evaluate.reference import compute_reference, default_cache_dir
 from .evaluate import add_extractor_arguments, extractor_from_args
 
 
@@ -20,8 +21,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..evaluate.reference import compute_reference, default_cache_dir
-
     extractor = extractor_from_args(args)
     cache = default_cache_dir() if args.cache_dir is None else (args.cache_dir or None)
     meta = compute_reference(args.images, extractor, args.out, num_ref_images=args.num_ref, seed=args.seed,

@@ -8,6 +8,9 @@ import argparse
 import fnmatch
 import json
 
+from ..flops import model_cost
+from ..models import list_models
+
 LOCK = False  # reads only: no stage lock
 
 
@@ -18,9 +21,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..flops import model_cost
-    from ..models import list_models
-
     rows = []
     for name in list_models():
         if fnmatch.fnmatch(name, args.pattern):

@@ -17,6 +17,7 @@ import yaml
 
 from ..errors import DiffzooError
 from ..params import load_params
+from ..utils import atomic_path
 
 LOCK = False  # reads only: no stage lock
 
@@ -56,7 +57,6 @@ def run(args) -> int:
     if args.out is None:
         sys.stdout.write(text)
         return 0
-    from ..utils import atomic_path
 
     with atomic_path(args.out) as tmp:
         tmp.write_text(text)

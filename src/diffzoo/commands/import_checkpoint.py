@@ -15,9 +15,12 @@ import argparse
 from pathlib import Path
 
 from .. import hub
+from ..checkpoints import import_released, model_json, resolve_checkpoint, save_checkpoint
 from ..errors import DiffzooError
+from ..params import load_params, paths
 from ..released import RELEASED, released
 from ..utils import sha256_file
+from .train import import_weights
 
 SD_VAE = hub.pin("stabilityai/sd-vae-ft-ema")
 
@@ -45,11 +48,7 @@ def standalone(args) -> bool:
 
 
 def run(args) -> int:
-    from ..checkpoints import import_released, model_json, resolve_checkpoint, save_checkpoint
-
     if args.experiment:
-        from ..params import load_params, paths
-        from .train import import_weights
 
         params = load_params(args.params)
         run_ = params.run(args.experiment)

@@ -8,6 +8,11 @@ by the Snakefile before a run starts).
 """
 from __future__ import annotations
 
+from ..errors import DiffzooError
+from ..estimate import cost_summary, runtime_minutes
+from ..params import load_params
+from .preset import preset_path
+
 LOCK = False  # reads only: no stage lock
 
 DATA_STAGES_MINUTES = 120  # dataset, images, latents, reference, evaluate, report: slack over the estimate
@@ -26,7 +31,6 @@ def sbatch_options(params) -> list[str]:
     for each GPU's process (or the images stage's data_threads, if more); the partition (the GPU one
     when GPUs are asked for) and account where set; the time limit: every experiment's train and sample
     limit (the estimate, doubled) plus DATA_STAGES_MINUTES."""
-    from ..estimate import runtime_minutes
 
     res = params.resources
     gpus = max(res.train_gpus, res.sample_gpus, res.gpus)
@@ -48,16 +52,8 @@ def sbatch_options(params) -> list[str]:
 
 
 def run(args) -> int:
-    from ..params import load_params
-    from ..estimate import cost_summary
-
     if args.preset and args.params:
-        from ..errors import DiffzooError
         raise DiffzooError("give a preset or --params, not both")
-    if args.preset:
-        from .preset import preset_path
-        params = load_params(preset_path(args.preset))
-    else:
-        params = load_params(args.params or "params.yaml")
+    params = load_params(preset_path(args.preset)) if args.preset else load_params(args.params or "params.yaml")
     print(" ".join(sbatch_options(params)) if args.sbatch else cost_summary(params))
     return 0

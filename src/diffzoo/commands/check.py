@@ -11,6 +11,8 @@ import argparse
 
 from ..errors import DiffzooError
 from ..params import check_inputs, load_params
+from ..runtime import check_params_gpus
+from ..utils import write_json
 
 LOCK = False  # writes only its own small record
 
@@ -23,9 +25,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..runtime import check_params_gpus
-    from ..utils import write_json
-
     params = load_params(args.params)
     check_inputs(params)
     if args.dvc:
