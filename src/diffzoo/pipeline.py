@@ -77,7 +77,10 @@ def stage_slice(params, stage: str, run_id: str | None = None, codec: str | None
 
 
 def gpus(params, stage: str) -> int:
-    """GPUs a stage's job asks for: its module's GPUS, a number or a `resources` key (0 = a CPU job)."""
+    """GPUs a stage's job asks for: its module's GPUS, a number or a `resources` key (0 = a CPU job); a
+    command that is no pipeline stage (import-checkpoint, a file's conversion) asks for none."""
+    if stage.replace("-", "_") not in pipeline_stages():
+        return 0
     n = getattr(stage_module(stage), "GPUS", 0)
     return getattr(params.resources, n) if isinstance(n, str) else n
 
