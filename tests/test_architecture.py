@@ -63,11 +63,18 @@ def test_a_plan_with_nothing_changed_imports_no_torch(tmp_path):
     assert runs[1].stdout.strip() == "[]"
 
 
-def test_every_command_is_a_stage_module_with_help():
-    from diffzoo.cli import commands
+def test_every_command_is_a_module_with_help():
+    from diffzoo.cli import commands, main
     table = commands()
-    assert {"train", "sample", "evaluate", "preset", "import-checkpoint", "report"} <= set(table)
+    assert {"train", "sample", "evaluate", "preset", "import-checkpoint", "report", "claims"} <= set(table)
     assert all(help_text and not help_text.endswith(".") for help_text in table.values()), table
+    out = subprocess.run([str(Path(sys.executable).with_name("diffzoo")), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]  # (a "%" in a help line once crashed argparse here)
+    assert all(name in out.stdout for name in table) and "95% intervals" in out.stdout
+    for name in table:  # each command's own --help
+        with pytest.raises(SystemExit) as done:
+            main([name, "--help"])
+        assert done.value.code == 0, name
 
 
 def test_ruff_is_clean():

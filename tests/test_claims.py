@@ -242,6 +242,8 @@ def test_claims_through_snakemake_on_a_tiny_configuration(tmp_path):
         assert r["verdict"] in kinds or r["verdict"].endswith("pairs resolved")
         png = project / "results/claims" / f"{claim_id}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    page = (project / "results/index.html").read_text()  # the results page links the claims' report and plots
+    assert "href='claims.md'" in page and all(f"href='claims/{c}.png'" in page for c in results)
 
     def fids(name):
         return [json.loads((project / f"results/metrics/{name}-seed{s}.json").read_text())["fid"] for s in (0, 1)]

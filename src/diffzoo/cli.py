@@ -43,14 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="diffzoo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in table.items():
-        sub.add_parser(name, help=help_text, description=help_text)  # arguments: added below, by the module
+        # (argparse %-formats help texts: "95% intervals" must reach it as "95%% intervals")
+        sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text.replace("%", "%%"))
     known, _ = parser.parse_known_args(argv[:1] if argv and not argv[0].startswith("-") else argv)
     try:
         argv = _experiment_of_dvc_stage(argv)
     except DiffzooError as err:
         return _fail(known.command, str(err))
     module = importlib.import_module(f"diffzoo.commands.{known.command.replace('-', '_')}")
-    sub_parser = argparse.ArgumentParser(prog=f"diffzoo {known.command}", description=table[known.command])
+    sub_parser = argparse.ArgumentParser(prog=f"diffzoo {known.command}",
+                                         description=table[known.command].replace("%", "%%"))
     module.add_arguments(sub_parser)
     args = sub_parser.parse_args(argv[1:])
     try:

@@ -2,7 +2,8 @@
 
 It opens on the results tables (rounded, the columns that say something), the real-data floor named
 as such, then the plots, every run's sample grid side by side (with its FID and judge accuracy), the
-loss curves, the params the run read and the code version. Plain HTML and CSS with relative links to
+loss curves, the papers' claims (a link to the claims stage's report, when the params name claims), the
+params the run read and the code version. Plain HTML and CSS with relative links to
 the PNGs beside it (no JavaScript, no server): it works from a file:// URL, a DVC remote or a zip.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from ..sources import files_digest
 from ..utils import PACKAGE, atomic_path
+from .catalogue import CLAIMS, CLAIMS_JSON, CLAIMS_MD, CLAIMS_PLOTS
 from .tables import compact_markdown
 
 STYLE = """
@@ -107,6 +109,13 @@ def write_index(params, params_path: str | Path, runs: dict[str, dict], out: Pat
         if (out / "plots" / name).is_file():
             parts.append(f"<img src='plots/{name}' alt='{name}'>")
     parts.append("</div>")
+    if params.claims:  # (the claims stage writes them beside this page, from the same runs' metrics)
+        items = "".join(f"<li><a href='{CLAIMS_PLOTS}/{c}.png'>{html.escape(c)}</a>: "
+                        f"{html.escape(CLAIMS[c]['claim'])}</li>" for c in params.claims)
+        parts.append(f"<h2>The papers' claims</h2><p class=note>Each claim judged by its 95% interval over the "
+                     f"runs' seeds: the verdicts, the numbers and the papers' own evidence are in "
+                     f"<a href='{CLAIMS_MD}'>{CLAIMS_MD}</a> (<a href='{CLAIMS_JSON}'>JSON</a>), one plot per "
+                     f"claim:</p><ul class=note>{items}</ul>")
     text = Path(params_path).read_text() if Path(params_path).is_file() else ""
     parts.append(f"<h2>Params</h2><details><summary>the params this report was made from "
                  f"({html.escape(str(params_path))})</summary><pre>{html.escape(text)}</pre></details>")
