@@ -13,6 +13,17 @@ ROOT = Path(__file__).resolve().parents[1]
 DIFFZOO = [sys.executable, "-m", "diffzoo.cli"]
 
 
+@pytest.fixture
+def hf_offline(monkeypatch):
+    """HF_HUB_OFFLINE for this test, also where huggingface_hub was imported before it (it reads the
+    variable once, at import: an earlier test's import would leave it trying the network, with five
+    retries, about 25 s here)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
 def tiny_params(model="DiT-S/4", objective="ddpm"):
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["data"]["max_per_class"] = 20

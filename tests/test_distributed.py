@@ -13,7 +13,9 @@ import torch
 from conftest import DIFFZOO, clone, edit_params
 from diffzoo.checkpoints import read_state_dict
 
-pytestmark = pytest.mark.slow  # the full tier: torchrun process groups and training runs
+# the full tier: torchrun process groups and training runs; under pytest-xdist on the worker that runs the
+# SLURM tests (one cluster, whose presence a test here reads, and the rendezvous ports)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster")]
 
 TRAIN = ["train", "--params", "params.yaml", "--experiment", "a"]
 EXP = Path("data/experiments/a")

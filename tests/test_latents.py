@@ -81,8 +81,7 @@ def test_identity_latents_are_the_images_in_minus_one_to_one(images_dir, tmp_pat
 
 
 @pytest.mark.slow  # the full tier
-def test_missing_vae_weights_give_one_clear_error(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_missing_vae_weights_give_one_clear_error(hf_offline):
     message = (r"cannot load the VAE 'stabilityai/sd-vae-ft-ema'.*huggingface-cli download stabilityai/sd-vae-ft-ema "
                r"--revision f04b2c4b98319346dad8c65879f680b1997b204a")  # the pinned commit (hub.PINNED)
     with pytest.raises(DiffzooError, match=message):
@@ -90,12 +89,11 @@ def test_missing_vae_weights_give_one_clear_error(monkeypatch):
 
 
 @pytest.mark.slow  # the full tier
-def test_an_unpinned_vae_of_an_older_model_json_still_loads_by_name(monkeypatch):
+def test_an_unpinned_vae_of_an_older_model_json_still_loads_by_name(hf_offline):
     """A model.json written before the pins may name a repo without a revision: loading asks for the
     repo's newest files (one clear line offline), it does not refuse the file."""
     from diffzoo.hub import pin_argument
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DiffzooError, match=r"cannot load the VAE 'me/vae'.*`huggingface-cli download me/vae` "):
         make_codec("me/vae", 0.18215)
     with pytest.raises(DiffzooError, match=r"^--vae me/vae: 'me/vae' has no revision: write me/vae@<commit>"):

@@ -25,6 +25,7 @@ from diffzoo import estimate
 from diffzoo.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.xdist_group("cluster")  # one worker under pytest-xdist: one cluster, one port
 CLUSTER = ROOT / "tests/slurm_cluster.sh"
 # Poll the scheduler every second or two (the plugin's default waits 40 s before the first look).
 FAST_POLL = ["--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2"]
